@@ -1,0 +1,189 @@
+"""open_clip-style entry points: create_model, save_pretrained, export_open_clip, export_hf."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import warnings
+from pathlib import Path
+
+import numpy as np
+from flax import nnx
+
+from georsclip_jax.interop import checkpoints, hf, open_clip, safetensors_io
+from georsclip_jax.interop.params import abstract_model, check_params, flat_params, materialize
+from georsclip_jax.models.clip import CLIP
+from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig, get_model_config
+from georsclip_jax.models.layers import ModelOptions
+
+OUR_CONFIG = "georsclip_config.json"
+OUR_WEIGHTS = "params.safetensors"
+FORMAT_VERSION = 1
+
+
+def create_model(
+    model_name: str | CLIPConfig | None = None,
+    pretrained: str | Path | None = None,
+    *,
+    act: str | None = None,
+    image_size: int | None = None,
+    options: ModelOptions = ModelOptions(),
+    seed: int = 0,
+    shardings=None,
+) -> CLIP:
+    """Build a CLIP by open_clip name (or config), optionally loading weights.
+
+    pretrained: our `save_pretrained` dir, an open_clip/GeoRSCLIP/ITRA `.pt`/`.bin`/`.safetensors`,
+    an OpenAI TorchScript `.pt`, an open_clip local dir, or a Hugging Face CLIPModel folder.
+    act: 'gelu' | 'quick_gelu'; overrides what the name or file says. Needed when neither tells,
+    i.e. a bare state dict loaded without a model name.
+    shardings: optional parameter shardings; weights are placed straight into them.
+    """
+    config = get_model_config(model_name) if isinstance(model_name, str) else model_name
+    preprocess = None
+    if pretrained is None:
+        if config is None:
+            raise ValueError("create_model needs a model name or config when no pretrained weights are given")
+        config = _override(config, act, image_size)
+        return CLIP(config, options, rngs=nnx.Rngs(seed))
+    pretrained = Path(pretrained)
+    if (pretrained / OUR_CONFIG).is_file():
+        config, preprocess, params = _read_ours(pretrained)
+        source = str(pretrained / OUR_WEIGHTS)
+    else:
+        ckpt = checkpoints.read_checkpoint(pretrained)
+        config = _resolve_config(config, ckpt, act)
+        preprocess = ckpt.preprocess
+        sd = dict(ckpt.state_dict)
+        if config.init_logit_bias is not None and "logit_bias" not in sd:
+            sd["logit_bias"] = np.zeros((), np.float32)  # as open_clip's load_checkpoint
+        params, source = open_clip.to_ours(sd), ckpt.source
+    config = _override(config, act, image_size)
+    if preprocess is None or image_size:
+        preprocess = dataclasses.replace(preprocess or PreprocessConfig(), image_size=config.vision.image_size)
+    model = abstract_model(config, options, preprocess)
+    return materialize(model, check_params(model, params, source), shardings)
+
+
+def _override(config: CLIPConfig, act: str | None, image_size: int | None) -> CLIPConfig:
+    if act is not None:
+        config = config.replace(act=act)
+    if image_size is not None:
+        config = config.replace(vision=dataclasses.replace(config.vision, image_size=image_size))
+    return config
+
+
+def _resolve_config(named: CLIPConfig | None, ckpt: checkpoints.Checkpoint, act: str | None) -> CLIPConfig:
+    """The file's own config if it has one, else the named one, else inferred from shapes."""
+    config = ckpt.config or named
+    if config is None:
+        file_act = act or ckpt.act
+        if file_act is None:
+            raise ValueError(
+                f"{ckpt.source}: the activation cannot be read from a bare state dict; pass a model name "
+                "(e.g. 'ViT-B-32-quickgelu' for OpenAI-derived weights such as GeoRSCLIP ViT-B-32) "
+                "or act='quick_gelu' / act='gelu'"
+            )
+        return open_clip.infer_config(ckpt.state_dict, file_act)
+    if ckpt.act is not None and ckpt.act != config.act and act is None:
+        warnings.warn(f"{ckpt.source} was built with {ckpt.act}; the model name says {config.act}. "
+                      f"Using {ckpt.act}, as the weights were trained with it.")
+        config = config.replace(act=ckpt.act)
+    return config
+
+
+# ---- our own format -------------------------------------------------------------------------------
+
+def save_pretrained(model: CLIP, directory: str | Path) -> Path:
+    """Config (architecture, activation, preprocessing) + parameters, loadable by create_model."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    safetensors_io.save(directory / OUR_WEIGHTS, flat_params(model), {"format": "georsclip_jax"})
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "model": model.config.to_dict(),
+        "preprocess": dataclasses.asdict(model.preprocess),
+    }
+    _write_json(directory / OUR_CONFIG, meta)
+    return directory
+
+
+def _read_ours(directory: Path):
+    meta = json.loads((directory / OUR_CONFIG).read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ValueError(f"{directory / OUR_CONFIG}: unsupported format_version {meta.get('format_version')!r}")
+    config = CLIPConfig.from_dict(meta["model"])
+    pre = {k: tuple(v) if isinstance(v, list) else v for k, v in meta["preprocess"].items()}
+    params, _ = safetensors_io.load(directory / OUR_WEIGHTS)
+    return config, PreprocessConfig(**pre), params
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=2) + "\n")
+    tmp.replace(path)
+
+
+# ---- export to PyTorch ecosystems -------------------------------------------------------------------
+
+def open_clip_state_dict(model: CLIP) -> dict[str, np.ndarray]:
+    return open_clip.from_ours({k: np.asarray(v, np.float32) for k, v in flat_params(model).items()})
+
+
+def open_clip_metadata(model: CLIP) -> dict:
+    """open_clip_config.json content: what `create_model_from_pretrained('local-dir:...')` reads."""
+    pre = model.preprocess
+    return {
+        "model_cfg": model.config.to_open_clip_json(),
+        "preprocess_cfg": {"mean": list(pre.mean), "std": list(pre.std), "interpolation": pre.interpolation,
+                           "resize_mode": pre.resize_mode},
+    }
+
+
+def export_open_clip(model: CLIP, out: str | Path) -> Path:
+    """Write open_clip weights. A directory gets open_clip's local-dir layout
+    (open_clip_model.safetensors + open_clip_config.json); a `.safetensors` or `.pt` file gets the bare
+    state dict plus `<stem>_config.json` beside it. `.pt` needs torch (written with torch.save)."""
+    out = Path(out)
+    sd = open_clip_state_dict(model)
+    if out.suffix not in (".safetensors", ".pt", ".bin"):
+        out.mkdir(parents=True, exist_ok=True)
+        safetensors_io.save(out / checkpoints.OPEN_CLIP_WEIGHTS[0], sd)
+        _write_json(out / "open_clip_config.json", open_clip_metadata(model))
+        return out
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".safetensors":
+        safetensors_io.save(out, sd)
+    else:
+        _torch_save(sd, out)
+    _write_json(out.with_name(out.stem + "_config.json"), open_clip_metadata(model))
+    return out
+
+
+def _torch_save(sd: dict[str, np.ndarray], out: Path) -> None:
+    try:
+        import torch
+    except ImportError:
+        raise ImportError("writing .pt needs torch; export to .safetensors instead, which open_clip also loads")
+    tmp = out.with_name(out.name + ".tmp")
+    torch.save({k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in sd.items()}, tmp)
+    tmp.replace(out)
+
+
+def export_hf(model: CLIP, directory: str | Path) -> Path:
+    """A transformers `CLIPModel` folder: config.json, model.safetensors, preprocessor_config.json."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if model.config.init_logit_bias is not None:
+        raise ValueError("transformers' CLIPModel has no logit_bias; this model cannot be exported to it")
+    sd = open_clip_state_dict(model)
+    safetensors_io.save(directory / "model.safetensors", hf.open_clip_to_hf(sd), {"format": "pt"})
+    _write_json(directory / "config.json", hf.hf_config(model.config, float(sd["logit_scale"])))
+    pre = model.preprocess
+    _write_json(directory / "preprocessor_config.json", {
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": {"shortest_edge": pre.image_size},
+        "resample": 3, "do_center_crop": True, "crop_size": {"height": pre.image_size, "width": pre.image_size},
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
+        "image_mean": list(pre.mean), "image_std": list(pre.std),
+    })
+    return directory

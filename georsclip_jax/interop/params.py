@@ -1,0 +1,75 @@
+"""Between an NNX model and a flat {'visual/conv1/kernel': array} dict of its parameters."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from georsclip_jax.models.clip import CLIP
+from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig
+from georsclip_jax.models.layers import ModelOptions
+from georsclip_jax.models.vision import resize_pos_embed
+
+
+def _path(key: tuple) -> str:
+    return "/".join(map(str, key))
+
+
+def flat_params(model: CLIP) -> dict[str, np.ndarray]:
+    """Host copies of every parameter, keyed by path."""
+    return {_path(k): np.asarray(v[...]) for k, v in nnx.state(model, nnx.Param).flat_state()}
+
+
+def abstract_model(config: CLIPConfig, options: ModelOptions = ModelOptions(),
+                   preprocess: PreprocessConfig | None = None) -> CLIP:
+    """The model's structure with ShapeDtypeStructs instead of arrays: nothing is allocated."""
+    return nnx.eval_shape(lambda: CLIP(config, options, preprocess, rngs=nnx.Rngs(0)))
+
+
+def check_params(model: CLIP, params: dict[str, np.ndarray], source: str) -> dict[str, np.ndarray]:
+    """Match `params` to the model's parameters or raise one error naming every problem.
+
+    A visual positional embedding for another grid is resized (open_clip's `resize_pos_embed`).
+    """
+    expected = {_path(k): v.get_value() for k, v in nnx.state(model, nnx.Param).flat_state()}
+    params = dict(params)
+    pos = "visual/positional_embedding"
+    if pos in params and params[pos].shape != expected[pos].shape and params[pos].ndim == 2:
+        params[pos] = resize_pos_embed(params[pos], model.config.vision.grid_size)
+    missing = sorted(set(expected) - set(params))
+    unexpected = sorted(set(params) - set(expected))
+    mismatched = [
+        f"{k}: file {tuple(params[k].shape)} vs model {tuple(expected[k].shape)}"
+        for k in sorted(set(params) & set(expected))
+        if tuple(params[k].shape) != tuple(expected[k].shape)
+    ]
+    if missing or unexpected or mismatched:
+        lines = [f"{source} does not match the model ({_describe(model.config)}):"]
+        for title, items in (("missing", missing), ("unexpected", unexpected), ("shape mismatch", mismatched)):
+            if items:
+                lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
+        raise ValueError("\n".join(lines))
+    return params
+
+
+def _describe(cfg: CLIPConfig) -> str:
+    v, t = cfg.vision, cfg.text
+    return (f"vision {v.layers}x{v.width} patch {v.patch_size} @ {v.image_size}px, "
+            f"text {t.layers}x{t.width}, embed {cfg.embed_dim}")
+
+
+def materialize(model: CLIP, params: dict[str, np.ndarray], shardings=None) -> CLIP:
+    """Fill an (abstract) model with `params`, cast to the model's param dtype and, if given, placed
+    straight into `shardings` (a State of jax.sharding.Sharding mirroring the parameters)."""
+    graphdef, state = nnx.split(model)
+    flat = dict(state.flat_state())
+    for key, variable in flat.items():
+        path = _path(key)
+        if path in params:
+            value = jnp.asarray(params[path], dtype=variable.get_value().dtype)
+            if shardings is not None:
+                value = jax.device_put(value, dict(shardings.flat_state())[key].get_value())
+            variable.set_value(value)
+    return nnx.merge(graphdef, state)

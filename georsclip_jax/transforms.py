@@ -1,0 +1,117 @@
+"""Host-side image preprocessing with PIL, identical to open_clip's torchvision pipeline.
+
+Eval: bicubic shortest-side resize (long side truncated), round-half-even centre crop, RGB *after*
+the crop, /255, mean/std. Train: RandomResizedCrop(scale (0.9, 1.0), torchvision's sampling), and
+GeoRSCLIP's optional horizontal flip and 0-360 degree rotation. Output is float32 HWC (NHWC batches).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Callable
+
+import numpy as np
+from PIL import Image
+
+from georsclip_jax.models.configs import PreprocessConfig
+
+INTERPOLATIONS = {"bicubic": Image.BICUBIC, "bilinear": Image.BILINEAR, "nearest": Image.NEAREST}
+
+
+def resize_shortest(img: Image.Image, size: int, resample=Image.BICUBIC) -> Image.Image:
+    """torchvision Resize(int): short side -> size, long side -> int(size * long / short)."""
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = size, int(size * long / short)
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    if (new_w, new_h) == (w, h):
+        return img
+    return img.resize((new_w, new_h), resample)
+
+
+def center_crop(img: Image.Image, size: int) -> Image.Image:
+    """torchvision CenterCrop: offsets rounded half to even, zero padding if the image is smaller."""
+    w, h = img.size
+    if w < size or h < size:
+        padded = Image.new(img.mode, (max(w, size), max(h, size)))
+        padded.paste(img, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
+        img, (w, h) = padded, padded.size
+    top, left = int(round((h - size) / 2.0)), int(round((w - size) / 2.0))
+    return img.crop((left, top, left + size, top + size))
+
+
+def to_normalized_array(img: Image.Image, mean, std) -> np.ndarray:
+    """RGB conversion, /255, per-channel normalization; float32 [H, W, 3]."""
+    x = np.asarray(img.convert("RGB"), dtype=np.float32) / np.float32(255.0)
+    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def eval_transform(cfg: PreprocessConfig) -> Callable[[Image.Image], np.ndarray]:
+    resample = INTERPOLATIONS[cfg.interpolation]
+    size = cfg.image_size
+
+    def apply(img: Image.Image) -> np.ndarray:
+        if cfg.resize_mode == "squash":
+            img = img.resize((size, size), resample)
+        elif cfg.resize_mode == "shortest":
+            img = center_crop(resize_shortest(img, size, resample), size)
+        else:
+            raise ValueError(f"unsupported resize_mode {cfg.resize_mode!r} (use 'shortest' or 'squash')")
+        return to_normalized_array(img, cfg.mean, cfg.std)
+
+    return apply
+
+
+def random_resized_crop_params(rng: np.random.Generator, width: int, height: int, scale=(0.9, 1.0),
+                               ratio=(3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
+    """torchvision RandomResizedCrop.get_params with a NumPy generator: (top, left, h, w)."""
+    area = width * height
+    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+    for _ in range(10):
+        target_area = area * rng.uniform(scale[0], scale[1])
+        aspect = math.exp(rng.uniform(*log_ratio))
+        w = int(round(math.sqrt(target_area * aspect)))
+        h = int(round(math.sqrt(target_area / aspect)))
+        if 0 < w <= width and 0 < h <= height:
+            top = int(rng.integers(0, height - h + 1))
+            left = int(rng.integers(0, width - w + 1))
+            return top, left, h, w
+    # Fallback: central crop at the nearest allowed ratio.
+    in_ratio = width / height
+    if in_ratio < min(ratio):
+        w, h = width, int(round(width / min(ratio)))
+    elif in_ratio > max(ratio):
+        h, w = height, int(round(height * max(ratio)))
+    else:
+        w, h = width, height
+    return (height - h) // 2, (width - w) // 2, h, w
+
+
+def resized_crop(img: Image.Image, top: int, left: int, h: int, w: int, size: int) -> Image.Image:
+    """torchvision F.resized_crop on a PIL image (crop, then bicubic resize to size x size)."""
+    return img.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
+
+
+def train_transform(cfg: PreprocessConfig, scale=(0.9, 1.0), hflip: bool = False, rotate: bool = False):
+    """Returns apply(img, rng) -> float32 [S, S, 3]. Defaults are open_clip's train transform;
+    `hflip=True, rotate=True` gives GeoRSCLIP's (flip p=0.5, rotation uniform in [0, 360))."""
+    size = cfg.image_size
+
+    def apply(img: Image.Image, rng: np.random.Generator) -> np.ndarray:
+        top, left, h, w = random_resized_crop_params(rng, img.width, img.height, scale)
+        img = resized_crop(img, top, left, h, w, size)
+        if hflip and rng.uniform() < 0.5:
+            img = img.transpose(Image.FLIP_LEFT_RIGHT)
+        if rotate:
+            img = img.convert("RGB").rotate(rng.uniform(0.0, 360.0), resample=Image.NEAREST, fillcolor=(0, 0, 0))
+        return to_normalized_array(img, cfg.mean, cfg.std)
+
+    return apply
+
+
+def image_transform(image_size: int = 224, train: bool = False, mean=None, std=None,
+                    interpolation: str = "bicubic", resize_mode: str = "shortest", **train_kwargs):
+    """open_clip-style factory: eval returns f(img); train returns f(img, rng)."""
+    cfg = PreprocessConfig(image_size=image_size, interpolation=interpolation, resize_mode=resize_mode,
+                           **({"mean": tuple(mean)} if mean else {}), **({"std": tuple(std)} if std else {}))
+    return train_transform(cfg, **train_kwargs) if train else eval_transform(cfg)

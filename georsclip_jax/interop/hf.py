@@ -59,7 +59,7 @@ def open_clip_to_hf(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             out[f"{prefix}.{_BLOCK[suffix]}.{kind}"] = value
         else:
             raise ValueError(f"no Hugging Face name for open_clip key {key!r}")
-    return {k: np.ascontiguousarray(v) for k, v in out.items()}
+    return {k: np.asarray(v, order="C") for k, v in out.items()}
 
 
 def hf_to_open_clip(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

@@ -70,7 +70,7 @@ def from_ours(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out = {}
     for path, value in params.items():
         key, transform = _rename(path, OURS_TO_OPEN_CLIP, "/", ".")
-        out[key] = np.ascontiguousarray(transform(np.asarray(value)))
+        out[key] = np.asarray(transform(np.asarray(value)), order="C")
     return out
 
 
@@ -140,6 +140,9 @@ def infer_config(sd: dict[str, np.ndarray], act: str) -> CLIPConfig:
         vocab = sd["token_embedding.weight"].shape[0]
     except KeyError as e:
         raise ValueError(f"cannot infer the architecture: key {e.args[0]!r} is missing (is this a ViT CLIP?)") from None
+    if t_width % 64 or v_width % 64:
+        raise ValueError(f"cannot infer head counts for widths {v_width}/{t_width} (not multiples of 64); "
+                         "pass a model name or config")
     head_width = 64
     for candidate in (64, 80, 88, 104):  # open_clip's ViT configs; heads are not visible in shapes
         if v_width // candidate == 16 and v_width % candidate == 0 and v_width >= 1280:

@@ -19,7 +19,7 @@ def _path(key: tuple) -> str:
 
 def flat_params(model: CLIP) -> dict[str, np.ndarray]:
     """Host copies of every parameter, keyed by path."""
-    return {_path(k): np.asarray(v[...]) for k, v in nnx.state(model, nnx.Param).flat_state()}
+    return {_path(k): np.asarray(v[...]) for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
 
 
 def abstract_model(config: CLIPConfig, options: ModelOptions = ModelOptions(),
@@ -33,7 +33,7 @@ def check_params(model: CLIP, params: dict[str, np.ndarray], source: str) -> dic
 
     A visual positional embedding for another grid is resized (open_clip's `resize_pos_embed`).
     """
-    expected = {_path(k): v.get_value() for k, v in nnx.state(model, nnx.Param).flat_state()}
+    expected = {_path(k): v.get_value() for k, v in nnx.to_flat_state(nnx.state(model, nnx.Param))}
     params = dict(params)
     pos = "visual/positional_embedding"
     if pos in params and params[pos].shape != expected[pos].shape and params[pos].ndim == 2:
@@ -64,12 +64,12 @@ def materialize(model: CLIP, params: dict[str, np.ndarray], shardings=None) -> C
     """Fill an (abstract) model with `params`, cast to the model's param dtype and, if given, placed
     straight into `shardings` (a State of jax.sharding.Sharding mirroring the parameters)."""
     graphdef, state = nnx.split(model)
-    flat = dict(state.flat_state())
-    for key, variable in flat.items():
+    placement = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
+    for key, variable in nnx.to_flat_state(state):
         path = _path(key)
         if path in params:
             value = jnp.asarray(params[path], dtype=variable.get_value().dtype)
-            if shardings is not None:
-                value = jax.device_put(value, dict(shardings.flat_state())[key].get_value())
+            if key in placement:
+                value = jax.device_put(value, placement[key].get_value())
             variable.set_value(value)
     return nnx.merge(graphdef, state)

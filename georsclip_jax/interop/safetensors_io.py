@@ -64,7 +64,7 @@ def save(path: str | Path, tensors: dict[str, np.ndarray], metadata: dict[str, s
     offset = 0
     arrays = {}
     for name in sorted(tensors):
-        a = np.ascontiguousarray(tensors[name])
+        a = np.asarray(tensors[name], order="C")
         header[name] = {"dtype": DTYPE_NAMES[a.dtype], "shape": list(a.shape), "data_offsets": [offset, offset + a.nbytes]}
         offset += a.nbytes
         arrays[name] = a

@@ -44,19 +44,19 @@ class _StorageType:
 
 
 class ScriptObject:
-    """Attributes of a TorchScript module object (`__torch__.*`), kept as a plain dict."""
+    """Attributes of a TorchScript module object (`__torch__.*`), kept as a plain dict.
 
-    def __init__(self, class_name: str):
-        self.class_name = class_name
-        self.attributes: dict[str, Any] = {}
+    The unpickler creates instances without calling __init__, then passes the state here.
+    """
+
+    class_name = "ScriptObject"
 
     def __setstate__(self, state):
-        if isinstance(state, dict):
-            self.attributes.update(state)
+        self.attributes: dict[str, Any] = dict(state) if isinstance(state, dict) else {}
 
 
 def _script_class(qualified_name: str):
-    return type(qualified_name, (ScriptObject,), {"__init__": lambda self: ScriptObject.__init__(self, qualified_name)})
+    return type(qualified_name, (ScriptObject,), {"class_name": qualified_name})
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
@@ -92,6 +92,9 @@ _SAFE_GLOBALS = {
     ("builtins", "tuple"): tuple,
     ("builtins", "list"): list,
     ("builtins", "dict"): dict,
+    # TorchScript's typed containers are plain lists/values with a type tag.
+    **{("torch.jit._pickle", f"build_{kind}list"): list for kind in ("int", "double", "bool", "tensor")},
+    ("torch.jit._pickle", "restore_type_tag"): lambda value, _type: value,
 }
 
 
@@ -179,7 +182,7 @@ def load(path: str | Path) -> Any:
 def script_state_dict(obj: ScriptObject, prefix: str = "") -> dict[str, np.ndarray]:
     """Flatten a TorchScript module tree into `state_dict()`-style dotted names (tensor attributes only)."""
     out: dict[str, np.ndarray] = {}
-    for name, value in obj.attributes.items():
+    for name, value in getattr(obj, "attributes", {}).items():
         if isinstance(value, ScriptObject):
             out.update(script_state_dict(value, f"{prefix}{name}."))
         elif isinstance(value, np.ndarray):

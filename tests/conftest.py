@@ -1,0 +1,64 @@
+"""Shared fixtures: random-init reference models (built offline), real JPEG images, RS captions."""
+
+from __future__ import annotations
+
+import io
+
+import jax
+import numpy as np
+import pytest
+from PIL import Image
+
+jax.config.update("jax_default_matmul_precision", "highest")  # float32 parity, as the spec requires
+
+CAPTIONS = [
+    "a satellite image of a residential area with many buildings and green trees",
+    "Several boats are parked in the harbour next to a long pier.",
+    "an airport with two runways &amp; a terminal building",
+    "farmland strips in yellow and green, separated by narrow roads",
+    "",
+    "A river winds through the desert 2024 — 地图 🌍",
+]
+
+
+def perturbed_open_clip(model_cfg: dict, seed: int = 0):
+    """open_clip CLIP with every parameter perturbed, so LayerNorms and biases are not trivial."""
+    import open_clip
+    import torch
+
+    torch.manual_seed(seed)
+    model = open_clip.model.CLIP(**model_cfg).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model
+
+
+def synthetic_photo(width: int, height: int, seed: int) -> np.ndarray:
+    """Smooth colour fields with edges and noise: a JPEG-friendly stand-in for an aerial photo."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:height, 0:width] / max(width, height)
+    img = np.stack([np.sin(6 * x + c) * np.cos(4 * y - c) for c in rng.uniform(0, 3, 3)], -1)
+    img = 127 + 100 * img + rng.normal(0, 12, img.shape)
+    img[height // 3 : height // 2, width // 4 : width // 2] = rng.uniform(0, 255, 3)  # a "building"
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+def encode_decode(array: np.ndarray, fmt: str, **save_kwargs) -> Image.Image:
+    buf = io.BytesIO()
+    Image.fromarray(array).save(buf, format=fmt, **save_kwargs)
+    buf.seek(0)
+    img = Image.open(buf)
+    img.load()
+    return img
+
+
+@pytest.fixture(scope="session")
+def jpeg_images() -> list[Image.Image]:
+    sizes = [(256, 256), (600, 400), (300, 517), (224, 224), (64, 64)]
+    return [encode_decode(synthetic_photo(w, h, i), "JPEG", quality=90) for i, (w, h) in enumerate(sizes)]
+
+
+@pytest.fixture(scope="session")
+def captions() -> list[str]:
+    return list(CAPTIONS)

@@ -166,7 +166,7 @@ def _torch_save(sd: dict[str, np.ndarray], out: Path) -> None:
     except ImportError:
         raise ImportError("writing .pt needs torch; export to .safetensors instead, which open_clip also loads")
     tmp = out.with_name(out.name + ".tmp")
-    torch.save({k: torch.from_numpy(np.asarray(v, order="C")) for k, v in sd.items()}, tmp)
+    torch.save({k: torch.from_numpy(np.array(v, order="C")) for k, v in sd.items()}, tmp)
     tmp.replace(out)
 
 

@@ -35,7 +35,7 @@ _TOP = {  # open_clip key -> (HF key, transpose?)
     "text_projection": ("text_projection.weight", True),
     "logit_scale": ("logit_scale", False),
 }
-_BLOCK_KEY = re.compile(r"(visual\.transformer\.resblocks|transformer\.resblocks)\.(\d+)\.(.+)\.(weight|bias)")
+_BLOCK_KEY = re.compile(r"(visual\.transformer\.resblocks|transformer\.resblocks)\.(\d+)\.(.+)[._](weight|bias)")
 _HF_BLOCK_KEY = re.compile(r"(vision_model|text_model)\.encoder\.layers\.(\d+)\.(.+)\.(weight|bias)")
 _HF_IGNORED = re.compile(r".*position_ids$")
 

@@ -56,6 +56,11 @@ def _rename(key: str, table, sep_from: str, sep_to: str) -> tuple[str, Transform
     raise AssertionError("the last rule matches everything")
 
 
+def open_clip_key(path: str) -> tuple[str, Transform]:
+    """The open_clip key for one of our parameter paths, and the transform to its layout."""
+    return _rename(path, OURS_TO_OPEN_CLIP, "/", ".")
+
+
 def to_ours(state_dict: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """open_clip key names -> our '/'-joined parameter paths (no checking; see `check_params`)."""
     out = {}
@@ -69,7 +74,7 @@ def from_ours(params: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Our parameter paths -> open_clip key names, float32 arrays in open_clip's layout."""
     out = {}
     for path, value in params.items():
-        key, transform = _rename(path, OURS_TO_OPEN_CLIP, "/", ".")
+        key, transform = open_clip_key(path)
         out[key] = np.asarray(transform(np.asarray(value)), order="C")
     return out
 

@@ -1,0 +1,86 @@
+"""Hugging Face CLIPModel <-> ours, both directions, against transformers itself."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from flax import nnx
+from transformers import CLIPConfig as HFConfig
+from transformers import CLIPModel
+
+import georsclip_jax as gj
+
+TOL = 1e-5
+
+
+def _random_hf_model(act: str, seed: int = 0) -> CLIPModel:
+    torch.manual_seed(seed)
+    config = HFConfig(
+        projection_dim=32,
+        text_config=dict(hidden_size=64, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                         hidden_act=act, layer_norm_eps=1e-5, eos_token_id=2, bos_token_id=49406, pad_token_id=1),
+        vision_config=dict(hidden_size=96, intermediate_size=384, num_hidden_layers=2, num_attention_heads=3,
+                           image_size=48, patch_size=16, hidden_act=act, layer_norm_eps=1e-5),
+    )
+    model = CLIPModel(config).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.02 * torch.randn_like(p))
+    return model
+
+
+def _inputs(captions, image_size):
+    pixels = np.random.default_rng(0).normal(size=(3, image_size, image_size, 3)).astype(np.float32)
+    return pixels, gj.get_tokenizer()(captions[:3])
+
+
+def _hf_embeddings(model: CLIPModel, pixels, tokens):
+    with torch.no_grad():
+        img = model.get_image_features(pixel_values=torch.from_numpy(pixels.transpose(0, 3, 1, 2)))
+        txt = model.get_text_features(input_ids=torch.from_numpy(tokens.astype(np.int64)))
+    return [np.asarray(torch.nn.functional.normalize(t, dim=-1)) for t in (img, txt)]
+
+
+def _our_embeddings(model, pixels, tokens):
+    return [np.asarray(model.encode_image(pixels, normalize=True)), np.asarray(model.encode_text(tokens, normalize=True))]
+
+
+@pytest.mark.parametrize("act", ["gelu", "quick_gelu"])
+def test_hf_to_ours(act, tmp_path, captions):
+    ref = _random_hf_model(act)
+    ref.save_pretrained(tmp_path / "hf")
+    ours = gj.create_model(pretrained=tmp_path / "hf")
+    assert ours.config.act == act and ours.config.vision.heads == 3
+    pixels, tokens = _inputs(captions, 48)
+    for a, b in zip(_our_embeddings(ours, pixels, tokens), _hf_embeddings(ref, pixels, tokens)):
+        np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
+
+
+def test_hf_bin_format(tmp_path, captions):
+    ref = _random_hf_model("gelu", seed=3)
+    ref.save_pretrained(tmp_path / "hf", safe_serialization=False)
+    assert (tmp_path / "hf" / "pytorch_model.bin").is_file()
+    ours = gj.create_model(pretrained=tmp_path / "hf")
+    pixels, tokens = _inputs(captions, 48)
+    np.testing.assert_allclose(_our_embeddings(ours, pixels, tokens)[1], _hf_embeddings(ref, pixels, tokens)[1],
+                               atol=TOL, rtol=0)
+
+
+@pytest.mark.parametrize("name", ["tiny", "tiny-quickgelu"])
+def test_ours_to_hf(name, tmp_path, captions):
+    ours = gj.create_model(name, seed=4)
+    gj.export_hf(ours, tmp_path / "export")
+    loaded = CLIPModel.from_pretrained(tmp_path / "export").eval()
+    pixels, tokens = _inputs(captions, ours.config.vision.image_size)
+    for a, b in zip(_our_embeddings(ours, pixels, tokens), _hf_embeddings(loaded, pixels, tokens)):
+        np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
+    np.testing.assert_allclose(loaded.logit_scale.item(), float(ours.logit_scale[...]), rtol=1e-7)
+
+
+def test_hf_round_trip_is_bit_exact(tmp_path):
+    ours = gj.create_model("tiny-h80", seed=2)
+    gj.export_hf(ours, tmp_path / "export")
+    back = gj.create_model(pretrained=tmp_path / "export")
+    for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(ours, nnx.Param)), nnx.to_flat_state(nnx.state(back, nnx.Param))):
+        np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value()), err_msg=str(path))

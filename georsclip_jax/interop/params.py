@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from georsclip_jax.interop import open_clip
 from georsclip_jax.models.clip import CLIP
 from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig
 from georsclip_jax.models.layers import ModelOptions
@@ -38,10 +39,11 @@ def check_params(model: CLIP, params: dict[str, np.ndarray], source: str) -> dic
     pos = "visual/positional_embedding"
     if pos in params and params[pos].shape != expected[pos].shape and params[pos].ndim == 2:
         params[pos] = resize_pos_embed(params[pos], model.config.vision.grid_size)
-    missing = sorted(set(expected) - set(params))
-    unexpected = sorted(set(params) - set(expected))
+    missing = sorted(_open_clip_name(k) for k in set(expected) - set(params))
+    unexpected = sorted(_open_clip_name(k) for k in set(params) - set(expected))
     mismatched = [
-        f"{k}: file {tuple(params[k].shape)} vs model {tuple(expected[k].shape)}"
+        f"{_open_clip_name(k)}: file {_open_clip_shape(k, params[k].shape)} vs model "
+        f"{_open_clip_shape(k, expected[k].shape)}"
         for k in sorted(set(params) & set(expected))
         if tuple(params[k].shape) != tuple(expected[k].shape)
     ]
@@ -52,6 +54,15 @@ def check_params(model: CLIP, params: dict[str, np.ndarray], source: str) -> dic
                 lines.append(f"  {title} ({len(items)}): " + ", ".join(items))
         raise ValueError("\n".join(lines))
     return params
+
+
+def _open_clip_name(path: str) -> str:
+    """Errors speak the checkpoint's language: open_clip key names and layouts."""
+    return open_clip.open_clip_key(path)[0]
+
+
+def _open_clip_shape(path: str, shape) -> tuple:
+    return tuple(open_clip.open_clip_key(path)[1](np.broadcast_to(np.float32(0), shape)).shape)
 
 
 def _describe(cfg: CLIPConfig) -> str:

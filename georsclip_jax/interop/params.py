@@ -6,12 +6,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
+from tqdm import tqdm
 
 from georsclip_jax.interop import open_clip
 from georsclip_jax.models.clip import CLIP
 from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig
 from georsclip_jax.models.layers import ModelOptions
 from georsclip_jax.models.vision import resize_pos_embed
+
+
+PROGRESS_BYTES = 256 * 2**20  # show a progress bar for checkpoints larger than this
 
 
 def _path(key: tuple) -> str:
@@ -76,7 +80,8 @@ def materialize(model: CLIP, params: dict[str, np.ndarray], shardings=None) -> C
     straight into `shardings` (a State of jax.sharding.Sharding mirroring the parameters)."""
     graphdef, state = nnx.split(model)
     placement = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
-    for key, variable in nnx.to_flat_state(state):
+    large = sum(a.nbytes for a in params.values()) > PROGRESS_BYTES
+    for key, variable in tqdm(list(nnx.to_flat_state(state)), desc="loading weights", unit="tensor", disable=not large):
         path = _path(key)
         if path in params:
             value = jnp.asarray(params[path], dtype=variable.get_value().dtype)

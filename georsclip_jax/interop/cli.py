@@ -1,0 +1,33 @@
+"""Shared plumbing for the thin converters in `convert/`: arguments, one-line errors, a summary."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Callable
+
+import numpy as np
+
+from georsclip_jax.interop.params import flat_params
+from georsclip_jax.interop.torch_pickle import UnsafePickleError
+
+
+def parser(description: str) -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+
+def run(main: Callable[[argparse.Namespace], None], args: argparse.ArgumentParser) -> None:
+    """Run a converter; a bad input becomes one 'error:' line and exit status 2, not a traceback."""
+    namespace = args.parse_args()
+    try:
+        main(namespace)
+    except (ValueError, FileNotFoundError, UnsafePickleError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
+def summary(model, out) -> str:
+    n = sum(int(np.prod(v.shape)) for v in flat_params(model).values())
+    c = model.config
+    return (f"wrote {out}: {n / 1e6:.2f}M parameters, act={c.act}, image {c.vision.image_size}px, "
+            f"embed {c.embed_dim}")

@@ -9,19 +9,8 @@ Examples:
   python convert/to_open_clip.py out/georsclip-b32 RS5M_ViT-B-32.safetensors
 """
 
-from georsclip_jax import create_model, export_open_clip
+from georsclip_jax import export_open_clip
 from georsclip_jax.interop import cli
 
-
-def main(args):
-    model = create_model(args.model, args.source, act=args.act)
-    print(cli.summary(model, export_open_clip(model, args.out)))
-
-
 if __name__ == "__main__":
-    p = cli.parser(__doc__)
-    p.add_argument("source", help="georsclip_jax directory (or any checkpoint create_model reads)")
-    p.add_argument("out", help="output directory, or a .safetensors / .pt file")
-    p.add_argument("--model", help="open_clip model name, when the source does not carry its config")
-    p.add_argument("--act", choices=["gelu", "quick_gelu"])
-    cli.run(main, p)
+    cli.export_command(__doc__, export_open_clip, "output directory, or a .safetensors / .pt file")

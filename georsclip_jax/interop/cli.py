@@ -31,3 +31,20 @@ def summary(model, out) -> str:
     c = model.config
     return (f"wrote {out}: {n / 1e6:.2f}M parameters, act={c.act}, image {c.vision.image_size}px, "
             f"embed {c.embed_dim}")
+
+
+def export_command(description: str, export: Callable, out_help: str) -> None:
+    """The ours -> PyTorch-ecosystem converters: read any checkpoint create_model reads, export it."""
+    from georsclip_jax import create_model
+
+    p = parser(description)
+    p.add_argument("source", help="georsclip_jax directory (or any checkpoint create_model reads)")
+    p.add_argument("out", help=out_help)
+    p.add_argument("--model", help="open_clip model name, when the source does not carry its config")
+    p.add_argument("--act", choices=["gelu", "quick_gelu"])
+
+    def main(args):
+        model = create_model(args.model, args.source, act=args.act)
+        print(summary(model, export(model, args.out)))
+
+    run(main, p)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import georsclip_jax as gj
+from georsclip_jax.models.configs import TextConfig, VisionConfig
 from georsclip_jax.interop.params import flat_params
 
 TOL = 1e-5
@@ -107,8 +108,8 @@ def test_itra_and_custom_text_prefixes(tmp_path):
 def test_architecture_inferred_from_shapes(tmp_path):
     cfg = gj.CLIPConfig(
         embed_dim=64,
-        vision=gj.get_model_config("tiny").vision.__class__(image_size=64, patch_size=16, width=128, layers=2),
-        text=gj.get_model_config("tiny").text.__class__(width=128, heads=2, layers=3),
+        vision=VisionConfig(image_size=64, patch_size=16, width=128, layers=2),
+        text=TextConfig(width=128, heads=2, layers=3),
     )
     torch.manual_seed(0)
     ref = open_clip.model.CLIP(**cfg.to_open_clip_json()).eval()

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import open_clip
 import pytest
 import torch
 
 import georsclip_jax as gj
+from georsclip_jax.models.configs import TextConfig, VisionConfig
 from conftest import perturbed_open_clip
 
 
@@ -37,8 +40,8 @@ def test_torchscript_archive(name, tmp_path):
 def test_torchscript_archive_infers_architecture(tmp_path):
     cfg = gj.CLIPConfig(
         embed_dim=64,
-        vision=gj.get_model_config("tiny").vision.__class__(image_size=64, patch_size=16, width=128, layers=2),
-        text=gj.get_model_config("tiny").text.__class__(width=128, heads=2, layers=2),
+        vision=VisionConfig(image_size=64, patch_size=16, width=128, layers=2),
+        text=TextConfig(width=128, heads=2, layers=2),
         act="quick_gelu",
     )
     _script_archive(cfg, tmp_path / "jit.pt")
@@ -51,7 +54,7 @@ def test_positional_embedding_resize_equals_open_clip(new_size, tmp_path):
     ref = perturbed_open_clip(cfg.to_open_clip_json())
     torch.save(ref.state_dict(), tmp_path / "w.pt")
     ours = gj.create_model("tiny", tmp_path / "w.pt", image_size=new_size)
-    resized_cfg = cfg.replace(vision=cfg.vision.__class__(**{**cfg.vision.__dict__, "image_size": new_size}))
+    resized_cfg = cfg.replace(vision=dataclasses.replace(cfg.vision, image_size=new_size))
     target = open_clip.model.CLIP(**resized_cfg.to_open_clip_json()).eval()
     sd = ref.state_dict()
     open_clip.model.resize_pos_embed(sd, target)  # bicubic, antialias=True, in place

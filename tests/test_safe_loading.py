@@ -104,3 +104,18 @@ def test_not_a_checkpoint(tmp_path):
         gj.create_model("tiny", tmp_path / "x.pt")
     with pytest.raises(FileNotFoundError, match="nope.pt"):
         gj.create_model("tiny", tmp_path / "nope.pt")
+
+
+def test_safetensors_reader_and_writer_agree_with_the_reference_library(tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    tensors = {"f32": torch.randn(3, 5), "f16": torch.randn(4).half(), "bf16": torch.randn(2, 3).bfloat16(),
+               "i64": torch.arange(7), "scalar": torch.tensor(4.6052)}
+    save_file(tensors, tmp_path / "ref.safetensors")
+    ours, _ = safetensors_io.load(tmp_path / "ref.safetensors")
+    for key, value in tensors.items():
+        np.testing.assert_array_equal(np.asarray(ours[key], np.float64), value.double().numpy(), err_msg=key)
+    safetensors_io.save(tmp_path / "ours.safetensors", {k: np.asarray(v, np.float32) for k, v in ours.items()})
+    back = load_file(tmp_path / "ours.safetensors")
+    assert back["scalar"].shape == torch.Size([]) and back.keys() == tensors.keys()
+    torch.testing.assert_close(back["bf16"], tensors["bf16"].float(), rtol=0, atol=0)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
+import ml_dtypes
 import numpy as np
 
 from georsclip_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, mlp_ratio_for
@@ -121,9 +122,12 @@ def normalize_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             continue
         if key in ("logit_scale", "logit_bias"):
             value = value.reshape(())
-        out[key] = value.astype(np.float32) if np.issubdtype(value.dtype, np.floating) or value.dtype.kind == "V" \
-            else value
+        out[key] = value.astype(np.float32) if _is_float(value.dtype) else value
     return out
+
+
+def _is_float(dtype: np.dtype) -> bool:
+    return np.issubdtype(dtype, np.floating) or dtype == ml_dtypes.bfloat16  # bfloat16 is not np.floating
 
 
 def infer_config(sd: dict[str, np.ndarray], act: str) -> CLIPConfig:

@@ -40,29 +40,31 @@ def create_model(
     shardings: optional parameter shardings; weights are placed straight into them.
     """
     config = get_model_config(model_name) if isinstance(model_name, str) else model_name
-    preprocess = None
     if pretrained is None:
         if config is None:
             raise ValueError("create_model needs a model name or config when no pretrained weights are given")
         config = _override(config, act, image_size)
         return CLIP(config, options, rngs=nnx.Rngs(seed))
-    pretrained = Path(pretrained)
-    if (pretrained / OUR_CONFIG).is_file():
-        config, preprocess, params = _read_ours(pretrained)
-        source = str(pretrained / OUR_WEIGHTS)
-    else:
-        ckpt = checkpoints.read_checkpoint(pretrained)
-        config = _resolve_config(config, ckpt, act)
-        preprocess = ckpt.preprocess
-        sd = dict(ckpt.state_dict)
-        if config.init_logit_bias is not None and "logit_bias" not in sd:
-            sd["logit_bias"] = np.zeros((), np.float32)  # as open_clip's load_checkpoint
-        params, source = open_clip.to_ours(sd), ckpt.source
+    config, preprocess, params, source = _read_weights(Path(pretrained), config, act)
     config = _override(config, act, image_size)
     if preprocess is None or image_size:
         preprocess = dataclasses.replace(preprocess or PreprocessConfig(), image_size=config.vision.image_size)
     model = abstract_model(config, options, preprocess)
-    return materialize(model, check_params(model, params, source), shardings)
+    params = check_params(model, params, source)  # rebinding leaves `params` the only reference to the
+    return materialize(model, params, shardings)  # host arrays, so materialize frees each once placed
+
+
+def _read_weights(pretrained: Path, named: CLIPConfig | None, act: str | None):
+    """(config, preprocess or None, our-path params, source name) from any supported checkpoint."""
+    if (pretrained / OUR_CONFIG).is_file():
+        config, preprocess, params = _read_ours(pretrained)
+        return config, preprocess, params, str(pretrained / OUR_WEIGHTS)
+    ckpt = checkpoints.read_checkpoint(pretrained)
+    config = _resolve_config(named, ckpt, act)
+    sd = ckpt.state_dict
+    if config.init_logit_bias is not None and "logit_bias" not in sd:
+        sd["logit_bias"] = np.zeros((), np.float32)  # as open_clip's load_checkpoint
+    return config, ckpt.preprocess, open_clip.to_ours(sd), ckpt.source
 
 
 def _override(config: CLIPConfig, act: str | None, image_size: int | None) -> CLIPConfig:

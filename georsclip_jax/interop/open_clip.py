@@ -122,7 +122,7 @@ def normalize_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
             continue
         if key in ("logit_scale", "logit_bias"):
             value = value.reshape(())
-        out[key] = value.astype(np.float32) if _is_float(value.dtype) else value
+        out[key] = value.astype(np.float32, copy=False) if _is_float(value.dtype) else value
     return out
 
 

@@ -77,14 +77,17 @@ def _describe(cfg: CLIPConfig) -> str:
 
 def materialize(model: CLIP, params: dict[str, np.ndarray], shardings=None) -> CLIP:
     """Fill an (abstract) model with `params`, cast to the model's param dtype and, if given, placed
-    straight into `shardings` (a State of jax.sharding.Sharding mirroring the parameters)."""
+    straight into `shardings` (a State of jax.sharding.Sharding mirroring the parameters).
+
+    Consumes `params`: each entry is removed once placed, so host memory is released as loading goes.
+    """
     graphdef, state = nnx.split(model)
     placement = dict(nnx.to_flat_state(shardings)) if shardings is not None else {}
     large = sum(a.nbytes for a in params.values()) > PROGRESS_BYTES
     for key, variable in tqdm(list(nnx.to_flat_state(state)), desc="loading weights", unit="tensor", disable=not large):
         path = _path(key)
         if path in params:
-            value = jnp.asarray(params[path], dtype=variable.get_value().dtype)
+            value = jnp.asarray(params.pop(path), dtype=variable.get_value().dtype)
             if key in placement:
                 value = jax.device_put(value, placement[key].get_value())
             variable.set_value(value)

@@ -66,7 +66,9 @@ def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
     view = np.lib.stride_tricks.as_strided(
         storage[storage_offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride), writeable=False
     )
-    return np.array(view)  # own the memory; contiguous in C order
+    # A contiguous tensor stays a read-only view of its storage bytes: converting a checkpoint then
+    # holds each weight once, not twice.
+    return view if view.flags.c_contiguous else np.array(view)
 
 
 def _rebuild_parameter(data, *_ignored):

@@ -111,3 +111,19 @@ def test_param_shapes_equal_open_clip_for_big_configs():
             key, transform = oc_interop.open_clip_key("/".join(map(str, path)))
             ours[key] = transform(np.broadcast_to(np.float32(0), variable.get_value().shape)).shape
         assert ours == ref_shapes, name
+
+
+def test_architecture_inference_recovers_every_registry_config():
+    """From tensor shapes alone (as for OpenAI files), every named ViT config is recovered exactly."""
+    from georsclip_jax.interop import open_clip as oc_interop
+    from georsclip_jax.interop.params import abstract_model
+
+    for name in gj.list_models():
+        if name.startswith("tiny"):
+            continue
+        cfg = gj.get_model_config(name)
+        shapes_only = {}
+        for path, variable in nnx.to_flat_state(nnx.state(abstract_model(cfg), nnx.Param)):
+            key, transform = oc_interop.open_clip_key("/".join(map(str, path)))
+            shapes_only[key] = transform(np.broadcast_to(np.float32(0), variable.get_value().shape))
+        assert oc_interop.infer_config(shapes_only, cfg.act) == cfg, name

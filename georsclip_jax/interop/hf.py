@@ -12,7 +12,7 @@ import re
 
 import numpy as np
 
-from georsclip_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, mlp_ratio_for
+from georsclip_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, canonical_config, mlp_ratio_for
 
 _TOWERS = {"visual.transformer.resblocks": "vision_model.encoder.layers", "transformer.resblocks": "text_model.encoder.layers"}
 _BLOCK = {  # open_clip block suffix -> HF block suffix (renames only; in_proj is split separately)
@@ -107,7 +107,7 @@ def config_from_hf(hf: dict) -> CLIPConfig:
             eps = tower.get("layer_norm_eps", 1e-5)
             if not math.isclose(eps, 1e-5):
                 raise ValueError(f"layer_norm_eps {eps} is not supported (CLIP uses 1e-5)")
-        return CLIPConfig(
+        return canonical_config(CLIPConfig(
             embed_dim=hf.get("projection_dim", 512),
             vision=VisionConfig(
                 image_size=v["image_size"], patch_size=v["patch_size"], width=v["hidden_size"],
@@ -120,7 +120,7 @@ def config_from_hf(hf: dict) -> CLIPConfig:
                 mlp_ratio=mlp_ratio_for(t["hidden_size"], t["intermediate_size"]),
             ),
             act=act,
-        )
+        ))
     except KeyError as e:
         raise ValueError(f"Hugging Face config.json lacks field {e.args[0]!r}") from None
 

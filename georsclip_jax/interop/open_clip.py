@@ -13,7 +13,7 @@ from typing import Callable
 import ml_dtypes
 import numpy as np
 
-from georsclip_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, mlp_ratio_for
+from georsclip_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, canonical_config, mlp_ratio_for
 
 _LINEARS = r"(attn\.in_proj|attn\.out_proj|mlp\.c_fc|mlp\.c_proj)"
 _NORMS = r"(ln_1|ln_2|ln_pre|ln_post|ln_final)"
@@ -152,11 +152,10 @@ def infer_config(sd: dict[str, np.ndarray], act: str) -> CLIPConfig:
     if t_width % 64 or v_width % 64:
         raise ValueError(f"cannot infer head counts for widths {v_width}/{t_width} (not multiples of 64); "
                          "pass a model name or config")
-    head_width = 64
-    for candidate in (64, 80, 88, 104):  # open_clip's ViT configs; heads are not visible in shapes
-        if v_width // candidate == 16 and v_width % candidate == 0 and v_width >= 1280:
-            head_width = candidate
-    return CLIPConfig(
+    # Head counts are not visible in shapes. open_clip's ViTs up to L use head width 64; H, g and bigG
+    # (widths 1280, 1408, 1664) use 16 vision heads (head widths 80, 88, 104).
+    head_width = v_width // 16 if v_width >= 1280 else 64
+    return canonical_config(CLIPConfig(
         embed_dim=embed_dim,
         vision=VisionConfig(
             image_size=grid * patch, patch_size=patch, width=v_width, layers=v_layers, head_width=head_width,
@@ -168,4 +167,4 @@ def infer_config(sd: dict[str, np.ndarray], act: str) -> CLIPConfig:
         ),
         act=act,
         init_logit_bias=0.0 if "logit_bias" in sd else None,
-    )
+    ))

@@ -14,7 +14,6 @@ from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig
 from georsclip_jax.models.layers import ModelOptions
 from georsclip_jax.models.vision import resize_pos_embed
 
-
 PROGRESS_BYTES = 256 * 2**20  # show a progress bar for checkpoints larger than this
 
 

@@ -205,6 +205,22 @@ def mlp_ratio_for(width: int, hidden: int) -> float:
     return ratio
 
 
+def _architecture(cfg: CLIPConfig) -> tuple:
+    """What the weights determine: every shape, with MLP widths instead of their (ambiguous) ratios."""
+    v, t = cfg.vision, cfg.text
+    return (cfg.embed_dim, v.image_size, v.patch_size, v.width, v.layers, v.head_width, v.mlp_width,
+            t.context_length, t.vocab_size, t.width, t.heads, t.layers, t.mlp_width)
+
+
+def canonical_config(cfg: CLIPConfig) -> CLIPConfig:
+    """The registry's spelling of an inferred architecture (e.g. ViT-g's mlp_ratio 4.3637, which
+    shapes alone cannot pin down), keeping the activation and logit bias; `cfg` itself if unknown."""
+    for named in _BASE_CONFIGS.values():
+        if _architecture(named) == _architecture(cfg):
+            return named.replace(act=cfg.act, init_logit_bias=cfg.init_logit_bias)
+    return cfg
+
+
 def list_models() -> list[str]:
     return sorted(MODEL_CONFIGS)
 

@@ -1,0 +1,180 @@
+"""WebDataset-style tar shards read in place, as a random-access source.
+
+Each shard's headers are scanned once (seeking over the payloads, never untarring) into a compact
+NumPy index of byte ranges per sample; `__getitem__` then preads just that sample's members. Random
+access is what makes global shuffling, per-host sharding and exact resume the same for tars as for
+ArrayRecord. Samples follow the WebDataset rule: consecutive members sharing the path up to the first
+dot of the basename form one sample, the rest of the name is the field key (`img_content`,
+`caption`, `jpg`, ...). A shard cut short keeps every complete sample; the cut one is flagged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import itertools
+import logging
+import os
+import re
+import tarfile
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+PROBLEMS = (None, "truncated_member", "missing_image", "missing_caption")
+INDEX_DTYPE = np.dtype([("shard", np.int32), ("problem", np.int8), ("caption_json", np.bool_), ("header", np.int64),
+                        ("image", np.int64), ("image_len", np.int64),
+                        ("caption", np.int64), ("caption_len", np.int64)])
+ABSENT = -1
+
+
+@dataclasses.dataclass(frozen=True)
+class FieldKeys:
+    """Which member suffixes hold the image and the caption, in order of preference.
+
+    Defaults cover RS5M (`img_content`/`caption`), its older `input.image`/`input.caption` layout and
+    the common WebDataset keys. A `json` caption is parsed and its `json_keys` looked up."""
+    image: tuple[str, ...] = ("img_content", "input.image", "jpg", "jpeg", "png", "webp")
+    caption: tuple[str, ...] = ("caption", "input.caption", "txt", "json")
+    json_keys: tuple[str, ...] = ("caption", "text")
+
+
+def expand_braces(pattern: str) -> list[str]:
+    """`{a,b}` alternatives and zero-padded `{0000..0031}` ranges, as WebDataset/braceexpand do."""
+    match = re.search(r"\{([^{}]*)\}", pattern)
+    if not match:
+        return [pattern]
+    body = match.group(1)
+    numeric = re.fullmatch(r"(\d+)\.\.(\d+)", body)
+    if numeric:
+        lo, hi = numeric.groups()
+        width = len(lo) if lo.startswith("0") else 0
+        options = [str(i).zfill(width) for i in range(int(lo), int(hi) + 1)]
+    else:
+        options = body.split(",")
+    head, tail = pattern[:match.start()], pattern[match.end():]
+    return [path for option in options for path in expand_braces(head + option + tail)]
+
+
+def resolve_shards(patterns: str | list[str]) -> list[str]:
+    """Brace patterns (`::`-separated or a list), globs allowed; every listed shard must exist."""
+    if isinstance(patterns, str):
+        patterns = patterns.split("::")
+    paths = []
+    for pattern in patterns:
+        for path in expand_braces(pattern):
+            matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
+            if not matches or not all(os.path.isfile(p) for p in matches):
+                raise FileNotFoundError(f"tar shard not found: {path}")
+            paths.extend(matches)
+    if not paths:
+        raise FileNotFoundError(f"no tar shards match {patterns}")
+    return paths
+
+
+def split_key(name: str) -> tuple[str, str]:
+    """WebDataset's sample key / field split: 'dir/abc.input.image' -> ('dir/abc', 'input.image')."""
+    dirname, basename = os.path.split(name)
+    stem, _, suffix = basename.partition(".")
+    return os.path.join(dirname, stem), suffix.lower()
+
+
+def scan_members(path: str) -> tuple[list[tarfile.TarInfo], bool]:
+    """Regular-file members in order, and whether the shard ends abnormally (cut or corrupt)."""
+    members, cut = [], False
+    with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+        try:
+            for member in tar:
+                if member.isfile():
+                    members.append(member)
+        except (tarfile.TarError, EOFError, OSError) as e:
+            log.warning("tar shard %s is damaged after %d members (%s); keeping what precedes it",
+                        path, len(members), e)
+            cut = True
+    return members, cut
+
+
+def index_shard(path: str, shard: int, keys: FieldKeys) -> np.ndarray:
+    """One INDEX_DTYPE row per sample of the shard (samples with problems included, flagged)."""
+    try:
+        members, cut = scan_members(path)
+    except tarfile.ReadError as e:
+        log.warning("tar shard %s is unreadable (%s); it holds no samples", path, e)
+        return np.zeros(0, INDEX_DTYPE)
+    size = os.path.getsize(path)
+    groups = [list(g) for _, g in itertools.groupby(members, key=lambda m: split_key(m.name)[0])]
+    rows = np.zeros(len(groups), INDEX_DTYPE)
+    for row, group in zip(rows, groups):
+        fields = {split_key(m.name)[1]: m for m in group}
+        image = next((fields[k] for k in keys.image if k in fields), None)
+        caption = next((fields[k] for k in keys.caption if k in fields), None)
+        row["shard"], row["header"] = shard, group[0].offset
+        row["image"], row["image_len"] = (image.offset_data, image.size) if image else (ABSENT, ABSENT)
+        row["caption"], row["caption_len"] = (caption.offset_data, caption.size) if caption else (ABSENT, ABSENT)
+        row["caption_json"] = caption is not None and split_key(caption.name)[1] == "json"
+        row["problem"] = PROBLEMS.index(sample_problem(group, image, caption, size))
+    if cut and len(rows) and rows[-1]["problem"] != 0:
+        rows[-1]["problem"] = PROBLEMS.index("truncated_member")  # the cut went through this sample
+    return rows
+
+
+def sample_problem(group, image, caption, shard_size: int) -> str | None:
+    if any(m.offset_data + m.size > shard_size for m in group):
+        return "truncated_member"
+    if image is None:
+        return "missing_image"
+    if caption is None:
+        return "missing_caption"
+    return None
+
+
+def read_member_name(fd: int, header_offset: int) -> str:
+    """The member name at a header offset (GNU long names followed), for messages only."""
+    info = tarfile.TarInfo.frombuf(os.pread(fd, tarfile.BLOCKSIZE, header_offset), "utf-8", "replace")
+    if info.type == tarfile.GNUTYPE_LONGNAME:
+        return os.pread(fd, info.size, header_offset + tarfile.BLOCKSIZE).rstrip(b"\0").decode("utf-8", "replace")
+    return info.name
+
+
+class TarShardSource:
+    """Random-access view of the samples in a set of tar shards.
+
+    `__getitem__` returns the raw sample: {"image": bytes | None, "captions": [bytes],
+    "caption_is_json": bool, "origin": "shard:key", "problem": reason | None}. Decoding happens
+    later, in the pipeline's workers. Picklable: file descriptors are reopened per process."""
+
+    def __init__(self, patterns: str | list[str], keys: FieldKeys = FieldKeys()):
+        self.paths = resolve_shards(patterns)
+        self.keys = keys
+        self.index = np.concatenate([index_shard(p, i, keys) for i, p in enumerate(self.paths)])
+        self._fds: dict[int, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __repr__(self) -> str:
+        return f"TarShardSource({len(self.paths)} shards, {len(self)} samples, first={self.paths[0]!r})"
+
+    def __getstate__(self):
+        return {**self.__dict__, "_fds": {}}
+
+    def _fd(self, shard: int) -> int:
+        if shard not in self._fds:
+            self._fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
+        return self._fds[shard]
+
+    def origin(self, i: int) -> str:
+        row = self.index[i]
+        name = read_member_name(self._fd(int(row["shard"])), int(row["header"]))
+        return f"{self.paths[row['shard']]}:{split_key(name)[0]}"
+
+    def __getitem__(self, i: int) -> dict:
+        row = self.index[i]
+        problem = PROBLEMS[row["problem"]]
+        fd = self._fd(int(row["shard"]))
+        read = lambda offset, length: os.pread(fd, int(length), int(offset)) if offset != ABSENT else None
+        caption = None if problem else read(row["caption"], row["caption_len"])
+        return {"image": None if problem else read(row["image"], row["image_len"]),
+                "captions": [] if caption is None else [caption], "caption_is_json": bool(row["caption_json"]),
+                "origin": self.origin(i), "problem": problem}

@@ -101,8 +101,11 @@ def shard_is_complete(path: str) -> bool:
     marker = path + ".done.json"
     if not (os.path.isfile(path) and os.path.isfile(marker)):
         return False
-    with open(marker) as f:
-        return json.load(f)["records"] == count_records(path)
+    try:
+        with open(marker) as f:
+            return json.load(f)["records"] == count_records(path)
+    except (RuntimeError, OSError, ValueError, KeyError):  # damaged shard or marker: redo it
+        return False
 
 
 def convert(source, out_dir: str, prefix: str = "samples", records_per_shard: int = 10_000,

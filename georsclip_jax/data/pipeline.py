@@ -13,6 +13,7 @@ state is a small JSON-able dict; restoring it continues the stream exactly.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import logging
 import queue
 import threading
@@ -91,8 +92,8 @@ def _ignore_rng(fn):
     return lambda img, rng: fn(img)
 
 
-def _with_id(index: int, raw: dict) -> tuple[int, dict]:
-    return index, raw
+def _with_source_index(length: int, index: int, raw: dict) -> tuple[int, dict]:
+    return index % length, raw  # later epochs index the source past its length
 
 
 class CountingBatchDataset(grain.IterDataset):
@@ -166,7 +167,7 @@ class PipelineOptions:
 
 
 def build_dataset(source, transform: SampleTransform, options: PipelineOptions) -> grain.IterDataset:
-    ds = grain.MapDataset.source(source).map_with_index(_with_id)
+    ds = grain.MapDataset.source(source).map_with_index(functools.partial(_with_source_index, len(source)))
     if options.shuffle:
         ds = ds.shuffle(seed=options.seed)
     ds = ds.repeat(options.num_epochs).random_map(transform, seed=options.seed)

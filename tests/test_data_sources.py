@@ -1,0 +1,181 @@
+"""Sources: brace patterns, the tar index (RS5M, old and WebDataset keys), decoding of every kind of
+bad or unusual sample, metafiles, and the ArrayRecord round trip."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from georsclip_jax.data import array_record
+from georsclip_jax.data.decode import BadSample, decode_caption, decode_image
+from georsclip_jax.data.metafile import MetafileSource
+from georsclip_jax.data.synthetic import jpeg_bytes, make_sample, write_rs5m_shards
+from georsclip_jax.data.tar_shards import TarShardSource, expand_braces, resolve_shards
+from messy_shards import expected, png_bomb, unusual_images, write_messy_shards, write_tar
+
+
+@pytest.fixture(scope="module")
+def messy(tmp_path_factory):
+    return write_messy_shards(str(tmp_path_factory.mktemp("messy")))
+
+
+def test_brace_expansion_matches_rs5m_patterns():
+    assert expand_braces("{pub11,rs3}-train-{0000..0002}.tar") == [
+        "pub11-train-0000.tar", "pub11-train-0001.tar", "pub11-train-0002.tar",
+        "rs3-train-0000.tar", "rs3-train-0001.tar", "rs3-train-0002.tar"]
+    assert expand_braces("x-{8..11}.tar") == ["x-8.tar", "x-9.tar", "x-10.tar", "x-11.tar"]
+    assert expand_braces("plain.tar") == ["plain.tar"]
+
+
+def test_missing_shard_is_named(tmp_path):
+    write_rs5m_shards(str(tmp_path), 4, samples_per_shard=4)
+    with pytest.raises(FileNotFoundError, match="rs3-train-0000.tar"):
+        resolve_shards(str(tmp_path / "{pub11,rs3}-train-0000.tar"))
+
+
+def test_tar_source_reads_rs5m_samples_in_place(tmp_path):
+    paths = write_rs5m_shards(str(tmp_path), 10, samples_per_shard=4, seed=3)
+    source = TarShardSource(str(tmp_path / "pub11-train-{0000..0001}.tar") + "::" + str(tmp_path / "rs3-train-0000.tar"))
+    assert len(source) == 10 and sorted(source.paths) == sorted(paths)
+    for i in range(len(source)):
+        sample = source[i]
+        shard, key = sample["origin"].rsplit(":", 1)
+        index = int(key.split("_")[1])
+        image, caption, _ = make_sample(3, index, (64, 64))
+        assert sample["image"] == jpeg_bytes(image) and sample["captions"] == [caption.encode()]
+        assert sample["problem"] is None
+
+
+@pytest.mark.parametrize("layout", ["old_rs5m", "webdataset_txt", "webdataset_json"])
+def test_tar_source_other_key_layouts(tmp_path, layout):
+    import tarfile
+
+    from georsclip_jax.data.synthetic import add_member
+    image, caption, _ = make_sample(0, 0)
+    image = jpeg_bytes(image)
+    members = {"old_rs5m": [("input.image", image), ("input.name", b"a.jpg"), ("input.caption", caption.encode())],
+               "webdataset_txt": [("jpg", image), ("txt", caption.encode())],
+               "webdataset_json": [("png", image), ("json", json.dumps({"caption": caption}).encode())]}[layout]
+    path = str(tmp_path / "x.tar")
+    with tarfile.open(path, "w") as tar:
+        for suffix, data in members:
+            add_member(tar, f"dir/sample001.{suffix}", data)
+    sample = TarShardSource(path)[0]
+    assert sample["origin"].endswith(":dir/sample001") and sample["image"] == image
+    assert decode_caption(sample["captions"][0], is_json=sample["caption_is_json"]) == caption
+
+
+def test_tar_index_flags_problems_and_keeps_every_complete_sample(messy):
+    source = TarShardSource(messy)
+    valid, skips = expected(source)
+    assert len(valid) == 3 * 9 + len(unusual_images(Image.new("RGB", (8, 8))))
+    flagged = {source.origin(i).rsplit(":", 1)[1] for i in range(len(source)) if source[i]["problem"]}
+    assert flagged == {"bad-missing_caption-0", "bad-missing_image-0", "bad-truncated_member-0"}
+    assert sum(skips.values()) == len(source) - len(valid) == 10
+
+
+def test_source_pickles_without_open_files(messy):
+    import pickle
+
+    source = TarShardSource(messy)
+    source[0]
+    clone = pickle.loads(pickle.dumps(source))
+    assert clone[5] == source[5]
+
+
+@pytest.mark.parametrize("reason,data,kw", [
+    ("corrupt_image", os.urandom(500), {}),
+    ("empty_image", b"", {}),
+    ("missing_image", None, {}),
+    ("image_too_large", png_bomb(), {}),
+    ("image_too_large", None, {"max_pixels": 100}),  # our own threshold, below PIL's
+])
+def test_bad_images_raise_named_reasons(reason, data, kw):
+    if data is None and kw:
+        data = jpeg_bytes(Image.new("RGB", (20, 20)))
+    with pytest.raises(BadSample) as info:
+        decode_image(data, **kw)
+    assert info.value.reason == reason
+
+
+def test_unusual_image_modes_decode_to_rgb():
+    base = Image.fromarray(np.random.default_rng(0).integers(0, 256, (24, 40, 3), np.uint8))
+    for kind, data in unusual_images(base).items():
+        img = decode_image(data)
+        assert img.mode == "RGB" and img.size == (40, 24), kind
+    gray16 = decode_image(unusual_images(base)["gray16"])
+    assert np.array_equal(np.asarray(gray16)[..., 0], np.asarray(base.convert("L")))  # v*257 >> 8 == v
+
+
+@pytest.mark.parametrize("data,reason", [(b"\xff\xfe bad", "bad_utf8"), (b"", "empty_caption"),
+                                         (b" \t\n", "empty_caption"), (None, "missing_caption")])
+def test_bad_captions_raise_named_reasons(data, reason):
+    with pytest.raises(BadSample) as info:
+        decode_caption(data)
+    assert info.value.reason == reason
+
+
+def test_json_captions():
+    assert decode_caption(b'{"text": " a river "}', is_json=True) == "a river"
+    with pytest.raises(BadSample, match="missing_caption"):
+        decode_caption(b'{"url": "x"}', is_json=True)
+
+
+def test_metafile_sources_by_name_and_position(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for i in range(3):
+        Image.new("RGB", (8, 8), (i, 0, 0)).save(tmp_path / f"img{i}.jpg")
+    (tmp_path / "openclip.csv").write_text('filepath,title\nimg0.jpg,"a sea, calm"\nimg1.jpg,forest\nnope.jpg,x\n')
+    source = MetafileSource(str(tmp_path / "openclip.csv"), str(tmp_path))
+    assert [source[i]["captions"] for i in range(3)] == [["a sea, calm"], ["forest"], ["x"]]
+    assert source[0]["image"] == (tmp_path / "img0.jpg").read_bytes() and source[2]["problem"] == "missing_image"
+    (tmp_path / "rs3_val_intermediate.csv").write_text("img_name,top-cap,ssl-cap\nimg2.jpg,a farm,\n")
+    rs3 = MetafileSource(str(tmp_path / "rs3_val_intermediate.csv"), str(tmp_path), image_column=0,
+                         caption_columns=(1, "ssl-cap"))
+    assert rs3[0]["captions"] == ["a farm"]  # the empty second caption is not offered
+    pq.write_table(pa.table({"path": ["img1.jpg"], "a": ["one"], "b": ["two"]}), tmp_path / "m.parquet")
+    assert MetafileSource(str(tmp_path / "m.parquet"), str(tmp_path), "path", ("a", "b"))[0]["captions"] == ["one", "two"]
+    with pytest.raises(KeyError, match="no column 'caption'"):
+        MetafileSource(str(tmp_path / "m.parquet"), str(tmp_path), "path", ("caption",))
+
+
+def test_array_record_round_trip_is_identical(tmp_path, messy):
+    shards = write_rs5m_shards(str(tmp_path / "tars"), 23, samples_per_shard=8, seed=5) + messy
+    source = TarShardSource(shards)
+    manifest = array_record.convert(source, str(tmp_path / "ar"), records_per_shard=10, progress=False)
+    usable = [source[i] for i in range(len(source)) if not source[i]["problem"]]
+    converted = array_record.ArrayRecordSource(
+        [str(tmp_path / "ar" / s["path"]) for s in manifest["shards"]])
+    assert manifest["records"] == len(converted) == len(usable)
+    assert [converted[i] for i in range(len(converted))] == usable
+    assert sum(sum(s["skipped"].values()) for s in manifest["shards"]) == 3
+
+
+def test_array_record_conversion_resumes_and_redoes_only_unfinished_shards(tmp_path):
+    source = TarShardSource(write_rs5m_shards(str(tmp_path / "tars"), 30, samples_per_shard=10))
+    out = str(tmp_path / "ar")
+    first = array_record.convert(source, out, records_per_shard=7, progress=False)
+    paths = array_record.shard_paths(out, "samples", 5)
+    os.remove(paths[3] + ".done.json")                 # interrupted while finishing shard 3
+    with open(paths[4], "wb") as f:                   # and shard 4 left half-written
+        f.write(b"junk")
+    untouched = os.stat(paths[0]).st_mtime_ns
+    again = array_record.convert(source, out, records_per_shard=7, progress=False)
+    assert again == first and os.stat(paths[0]).st_mtime_ns == untouched
+    assert array_record.count_records(paths[4]) == 2
+
+
+def test_corrupt_array_record_payload_is_named():
+    record = array_record.encode_record({"image": b"abc", "captions": [b"x"], "caption_is_json": False,
+                                         "origin": "o", "problem": None})
+    with pytest.raises(ValueError, match="truncated"):
+        array_record.decode_record(record[:-1], "record 3")
+    with pytest.raises(ValueError, match="bad magic"):
+        array_record.decode_record(b"nope" + record[4:], "record 3")

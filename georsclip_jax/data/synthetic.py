@@ -248,3 +248,127 @@ def _rs5m_record(seed, index, size_range, subset, stream):
     image, caption, _ = make_sample(seed, index, size_range, stream)
     name = f"{subset}_{index:08d}.jpg"
     return f"{subset}_{index:08d}", jpeg_bytes(image), name, caption
+
+
+# --- evaluation sets, laid out as GeoRSCLIP's rs5m_test_data -------------------------------------
+
+CLASSIFICATION_SETS = {  # folder, class-folder spelling, image size; streams keep sets disjoint
+    "eurosat": ("eurosat-rgb/2750", lambda c: c.title().replace(" ", ""), 64, 11),
+    "resisc45": ("RESISC45", lambda c: c.replace(" ", "_"), 96, 12),
+    "aid": ("AID", lambda c: c.title(), 128, 13),
+}
+RETRIEVAL_SETS = {  # folder, csv, image folder, csv encoding, karpathy json, stream
+    "rsitmd": ("rsitmd", "rsitmd_test.csv", "images", "utf-8", "dataset_RSITMD.json", 21),
+    "rsicd": ("rsicd", "rsicd_test.csv", "RSICD_images", "gb18030", "dataset_rsicd.json", 22),
+}
+CAPTIONS_PER_IMAGE = 5
+
+
+def write_classification_set(root: str, name: str, per_class: int, seed: int) -> str:
+    folder, spell, size, stream = CLASSIFICATION_SETS[name]
+    base = os.path.join(root, folder)
+    for label, cls in enumerate(CLASSES):
+        os.makedirs(os.path.join(base, spell(cls)), exist_ok=True)
+        for k in range(per_class):
+            rng = sample_rng(seed, label * 100_000 + k, stream)
+            draw_scene(label, size, rng).save(os.path.join(base, spell(cls), f"{spell(cls)}_{k}.jpg"), quality=90)
+    return base
+
+
+def write_retrieval_set(root: str, name: str, num_test: int, num_train: int, seed: int) -> str:
+    """Images with 5 captions each: the GeoRSCLIP test CSV and a Karpathy JSON with all splits."""
+    folder, csv_name, image_dir, encoding, json_name, stream = RETRIEVAL_SETS[name]
+    base = os.path.join(root, folder)
+    os.makedirs(os.path.join(base, image_dir), exist_ok=True)
+    images, rows = [], []
+    for i in range(num_test + num_train):
+        rng = sample_rng(seed, i, stream)
+        label = int(rng.integers(len(CLASSES)))
+        filename = f"{name}_{i:05d}.jpg"
+        draw_scene(label, 96, rng).save(os.path.join(base, image_dir, filename), quality=90)
+        captions = [make_caption(label, rng) for _ in range(CAPTIONS_PER_IMAGE)]
+        split = "test" if i < num_test else "train"
+        images.append({"filename": filename, "imgid": i, "split": split, "label": CLASSES[label],
+                       "sentids": list(range(5 * i, 5 * i + 5)),
+                       "sentences": [{"raw": c, "tokens": c.rstrip(".").split(), "imgid": i, "sentid": 5 * i + j}
+                                     for j, c in enumerate(captions)]})
+        if split == "test":
+            rows.extend((filename, c) for c in captions)
+    with open(os.path.join(base, csv_name), "w", newline="", encoding=encoding) as f:
+        writer = csv.writer(f)
+        writer.writerow(["filename", "title"])
+        writer.writerows(rows)
+    with open(os.path.join(base, json_name), "w") as f:
+        json.dump({"images": images, "dataset": name}, f)
+    return base
+
+
+def write_selo_set(root: str, num_images: int, seed: int, size: int = 768) -> str:
+    """AIR-SLT-like: large scenes of one class with 1-2 polygons of another, captioned by target."""
+    base = os.path.join(root, "AIR-SLT")
+    os.makedirs(os.path.join(base, "imgs"), exist_ok=True)
+    os.makedirs(os.path.join(base, "annotations"), exist_ok=True)
+    annotations = []
+    for i in range(num_images):
+        rng = sample_rng(seed, i, 31)
+        background, target = (int(x) for x in rng.choice(len(CLASSES), 2, replace=False))
+        height = int(size * rng.uniform(0.7, 1.0))
+        canvas = draw_scene(background, size, rng).crop((0, 0, size, height))
+        polygons = []
+        for _ in range(int(rng.integers(1, 3))):
+            polygon = _random_quad(rng, size, height)
+            region = draw_scene(target, size, rng).crop((0, 0, size, height))
+            mask = Image.new("L", (size, height))
+            ImageDraw.Draw(mask).polygon([tuple(p) for p in polygon], fill=255)
+            canvas.paste(region, (0, 0), mask)
+            polygons.append(polygon)
+        canvas.save(os.path.join(base, "imgs", f"{i}.jpg"), quality=95)
+        annotations.append({"caption": make_caption(target, rng), "jpg_name": f"{i}.jpg", "points": polygons})
+    with open(os.path.join(base, "annotations", "anno.json"), "w") as f:
+        json.dump(annotations, f)
+    return base
+
+
+def _random_quad(rng, width, height) -> list[list[float]]:
+    cx, cy = rng.uniform(0.25, 0.75) * width, rng.uniform(0.25, 0.75) * height
+    rx, ry = rng.uniform(0.1, 0.2) * width, rng.uniform(0.1, 0.2) * height
+    angles = np.sort(rng.uniform(0, 2 * math.pi, 4))
+    return [[float(cx + rx * math.cos(a)), float(cy + ry * math.sin(a))] for a in angles]
+
+
+def write_test_data(root: str, per_class: int = 10, retrieval_images: int = 40, selo_images: int = 3,
+                    seed: int = 0) -> str:
+    """A complete `rs5m_test_data` tree: three zero-shot sets, two retrieval sets, AIR-SLT."""
+    for name in CLASSIFICATION_SETS:
+        write_classification_set(root, name, per_class, seed)
+    for name in RETRIEVAL_SETS:
+        write_retrieval_set(root, name, retrieval_images, retrieval_images, seed)
+    write_selo_set(root, selo_images, seed)
+    return root
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser.add_argument("--out", required=True, help="writes OUT/rs5m/{train,val}/*.tar and OUT/rs5m_test_data/")
+    parser.add_argument("--train-samples", type=int, default=4096)
+    parser.add_argument("--val-samples", type=int, default=512)
+    parser.add_argument("--samples-per-shard", type=int, default=512)
+    parser.add_argument("--min-size", type=int, default=64, help="training image side, drawn uniformly")
+    parser.add_argument("--max-size", type=int, default=64)
+    parser.add_argument("--eval-per-class", type=int, default=20)
+    parser.add_argument("--retrieval-images", type=int, default=60)
+    parser.add_argument("--selo-images", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    sizes = (args.min_size, args.max_size)
+    for split, count, stream in (("train", args.train_samples, 0), ("val", args.val_samples, 1)):
+        write_rs5m_shards(os.path.join(args.out, "rs5m", split), count, args.samples_per_shard, args.seed,
+                          sizes, split, stream)
+    write_test_data(os.path.join(args.out, "rs5m_test_data"), args.eval_per_class, args.retrieval_images,
+                    args.selo_images, args.seed)
+    print(f"wrote {args.train_samples} train and {args.val_samples} val samples, and rs5m_test_data, under {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,116 @@
+"""Readers for the evaluation sets, in the layouts GeoRSCLIP's numbers come from.
+
+Classification: torchvision-ImageFolder trees (EuroSAT `2750/`, RESISC45, AID): classes are the
+folder names in Python `sorted` order, files walked and sorted as ImageFolder does, and the class
+names fed to the prompts follow GeoRSCLIP's rule (`_` and `/` to spaces, lowercased, nothing else).
+Retrieval: GeoRSCLIP's `*_test.csv` (`filename`, `title`; RSICD in gb18030) grouped by image in
+`np.unique` order, or Karpathy-style `dataset_*.json` splits. `rs5m_test_data(root)` finds them all.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import json
+import os
+
+import numpy as np
+
+# torchvision.datasets.folder.IMG_EXTENSIONS
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
+
+
+@dataclasses.dataclass(frozen=True)
+class ClassificationSet:
+    name: str
+    paths: tuple[str, ...]
+    labels: np.ndarray           # int32, index into classnames
+    classnames: tuple[str, ...]  # as fed to the prompt templates
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+
+@dataclasses.dataclass(frozen=True)
+class RetrievalSet:
+    name: str
+    image_paths: tuple[str, ...]
+    captions: tuple[str, ...]    # all captions, grouped per image in image order
+    caption_image: np.ndarray    # int32 [num_captions]: the image each caption belongs to
+
+
+def georsclip_classname(folder: str) -> str:
+    return folder.replace("_", " ").replace("/", " ").lower()
+
+
+def class_folder_set(root: str, name: str | None = None) -> ClassificationSet:
+    """An ImageFolder tree read exactly as torchvision does (sorted classes, sorted walk)."""
+    if not os.path.isdir(root):
+        raise FileNotFoundError(f"class-folder dataset not found: {root}")
+    classes = sorted(e.name for e in os.scandir(root) if e.is_dir())
+    if not classes:
+        raise ValueError(f"{root} has no class folders")
+    paths, labels = [], []
+    for label, cls in enumerate(classes):
+        for dirpath, _, filenames in sorted(os.walk(os.path.join(root, cls), followlinks=True)):
+            for filename in sorted(filenames):
+                if filename.lower().endswith(IMAGE_EXTENSIONS):
+                    paths.append(os.path.join(dirpath, filename))
+                    labels.append(label)
+    return ClassificationSet(name or os.path.basename(root.rstrip("/")), tuple(paths),
+                             np.asarray(labels, np.int32), tuple(georsclip_classname(c) for c in classes))
+
+
+def retrieval_csv_set(csv_path: str, image_dir: str, name: str | None = None,
+                      encoding: str | None = None) -> RetrievalSet:
+    """GeoRSCLIP's CsvDataset + duplicate(): one row per caption, images in np.unique order."""
+    if not os.path.isfile(csv_path):
+        raise FileNotFoundError(f"retrieval CSV not found: {csv_path}")
+    encoding = encoding or ("gb18030" if "rsicd" in csv_path else "utf-8")
+    with open(csv_path, newline="", encoding=encoding) as f:
+        rows = list(csv.DictReader(f))
+    for column in ("filename", "title"):
+        if rows and column not in rows[0]:
+            raise KeyError(f"retrieval CSV {csv_path} has no {column!r} column; columns are {list(rows[0])}")
+    filenames = [r["filename"] for r in rows]
+    images = list(np.unique(filenames))
+    by_image = {f: [] for f in images}
+    for r in rows:
+        by_image[r["filename"]].append(r["title"])
+    return _retrieval_set(name or os.path.basename(os.path.dirname(csv_path)), image_dir, images,
+                          [by_image[f] for f in images])
+
+
+def karpathy_json_set(json_path: str, image_dir: str, split: str = "test", name: str | None = None) -> RetrievalSet:
+    """RSICD / RSITMD `dataset_*.json`: the images of `split` in file order, each sentence's `raw`."""
+    if not os.path.isfile(json_path):
+        raise FileNotFoundError(f"Karpathy JSON not found: {json_path}")
+    with open(json_path) as f:
+        images = [im for im in json.load(f)["images"] if im["split"] == split]
+    if not images:
+        raise ValueError(f"{json_path} has no images in split {split!r}")
+    return _retrieval_set(name or os.path.basename(os.path.dirname(json_path)), image_dir,
+                          [im["filename"] for im in images], [[s["raw"] for s in im["sentences"]] for im in images])
+
+
+def _retrieval_set(name, image_dir, filenames, captions_per_image) -> RetrievalSet:
+    missing = [f for f in filenames if not os.path.isfile(os.path.join(image_dir, f))]
+    if missing:
+        raise FileNotFoundError(f"{name}: {len(missing)} images missing under {image_dir}, e.g. {missing[0]}")
+    caption_image = np.repeat(np.arange(len(filenames), dtype=np.int32), [len(c) for c in captions_per_image])
+    return RetrievalSet(name, tuple(os.path.join(image_dir, f) for f in filenames),
+                        tuple(c for caps in captions_per_image for c in caps), caption_image)
+
+
+def rs5m_test_data(root: str) -> dict:
+    """Every set in GeoRSCLIP's `rs5m_test_data` layout, by GeoRSCLIP's names; AIR-SLT by path."""
+    return {
+        "EuroSAT": lambda: class_folder_set(os.path.join(root, "eurosat-rgb", "2750"), "EuroSAT"),
+        "RESISC45": lambda: class_folder_set(os.path.join(root, "RESISC45"), "RESISC45"),
+        "AID": lambda: class_folder_set(os.path.join(root, "AID"), "AID"),
+        "rsitmd": lambda: retrieval_csv_set(os.path.join(root, "rsitmd", "rsitmd_test.csv"),
+                                            os.path.join(root, "rsitmd", "images"), "rsitmd"),
+        "rsicd": lambda: retrieval_csv_set(os.path.join(root, "rsicd", "rsicd_test.csv"),
+                                           os.path.join(root, "rsicd", "RSICD_images"), "rsicd"),
+        "AIR-SLT": os.path.join(root, "AIR-SLT"),
+    }

@@ -22,7 +22,7 @@ def _run(script, *args):
                           capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("script", ["to_jax.py", "to_open_clip.py", "to_hf.py"])
+@pytest.mark.parametrize("script", ["to_jax.py", "to_open_clip.py", "to_hf.py", "to_array_record.py"])
 def test_help(script):
     result = _run(script, "--help")
     assert result.returncode == 0 and "usage:" in result.stdout and "Example" in result.stdout
@@ -62,3 +62,34 @@ def test_bad_input_is_one_line(tmp_path):
     assert "missing" not in result.stderr and "shape mismatch (" in result.stderr
     result = _run("to_jax.py", tmp_path / "tiny.pt", tmp_path / "out")
     assert result.returncode == 2 and "act=" in result.stderr
+
+
+def test_tar_and_metafile_to_array_record(tmp_path):
+    from georsclip_jax.data.array_record import ArrayRecordSource
+    from georsclip_jax.data.synthetic import write_rs5m_shards
+    from georsclip_jax.data.tar_shards import TarShardSource
+
+    write_rs5m_shards(str(tmp_path / "tars"), 12, samples_per_shard=4)
+    result = _run("to_array_record.py", "--tar", str(tmp_path / "tars" / "{pub11,rs3}-train-0000.tar") + "::"
+                  + str(tmp_path / "tars" / "pub11-train-0001.tar"), "--out", tmp_path / "ar", "--records-per-shard", 5)
+    assert result.returncode == 0 and "wrote 12 records in 3 shards" in result.stdout, result.stderr
+    converted = ArrayRecordSource(sorted(str(p) for p in (tmp_path / "ar").glob("*.array_record")))
+    original = TarShardSource(str(tmp_path / "tars" / "{pub11,rs3}-train-0000.tar") + "::"
+                              + str(tmp_path / "tars" / "pub11-train-0001.tar"))
+    assert [converted[i] for i in range(12)] == [original[i] for i in range(12)]
+
+    (tmp_path / "img.jpg").write_bytes(original[0]["image"])
+    (tmp_path / "meta.csv").write_text("name,caption\nimg.jpg,a forest\nmissing.jpg,a sea\n")
+    result = _run("to_array_record.py", "--metafile", tmp_path / "meta.csv", "--image-root", tmp_path,
+                  "--image-column", "0", "--caption-columns", "1", "--out", tmp_path / "ar_csv")
+    assert result.returncode == 0 and "wrote 1 records" in result.stdout and "'missing_image': 1" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--tar", "nope-{0000..0001}.tar"], "tar shard not found: nope-0000.tar"),
+    (["--metafile", "m.csv"], "--metafile needs --image-root"),
+    ([], "give exactly one of --tar or --metafile"),
+])
+def test_array_record_converter_errors_are_one_line(tmp_path, args, message):
+    result = _run("to_array_record.py", *args, "--out", tmp_path / "o")
+    assert result.returncode == 2 and result.stderr.strip() == f"error: {message}"

@@ -40,26 +40,54 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+def to_uint8_array(img: Image.Image) -> np.ndarray:
+    """RGB pixels, uint8 [H, W, 3]: what the pipeline ships when normalization runs on device."""
+    return np.asarray(img.convert("RGB"), dtype=np.uint8)
+
+
+def normalization_table(mean, std) -> np.ndarray:
+    """float32 [256, 3]: each uint8 level normalized per channel (torchvision's ToTensor+Normalize)."""
+    levels = np.arange(256, dtype=np.float32)[:, None] / np.float32(255.0)
+    return (levels - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+
+
+def normalize_pixels(pixels, mean, std):
+    """uint8 [..., 3] -> float32 by table lookup: bit-identical on host (NumPy) and on device (jax
+    arrays), where compiled arithmetic would round differently (XLA turns /c into *(1/c))."""
+    table = normalization_table(mean, std)
+    if not isinstance(pixels, np.ndarray):
+        import jax.numpy as jnp
+
+        return jnp.asarray(table)[pixels.astype(jnp.int32), jnp.arange(3)]
+    out = np.empty(pixels.shape, np.float32)
+    for channel in range(3):  # one contiguous lookup per channel: ~4x faster than fancy indexing
+        out[..., channel] = np.take(table[:, channel], pixels[..., channel])
+    return out
+
+
 def to_normalized_array(img: Image.Image, mean, std) -> np.ndarray:
     """RGB conversion, /255, per-channel normalization; float32 [H, W, 3]."""
-    x = np.asarray(img.convert("RGB"), dtype=np.float32) / np.float32(255.0)
-    return (x - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
+    return normalize_pixels(to_uint8_array(img), mean, std)
+
+
+def eval_geometry(cfg: PreprocessConfig) -> Callable[[Image.Image], Image.Image]:
+    """The eval resize + crop alone (PIL in, PIL out), before any pixel conversion."""
+    resample = INTERPOLATIONS[cfg.interpolation]
+    size = cfg.image_size
+    if cfg.resize_mode not in ("shortest", "squash"):
+        raise ValueError(f"unsupported resize_mode {cfg.resize_mode!r} (use 'shortest' or 'squash')")
+
+    def apply(img: Image.Image) -> Image.Image:
+        if cfg.resize_mode == "squash":
+            return img.resize((size, size), resample)
+        return center_crop(resize_shortest(img, size, resample), size)
+
+    return apply
 
 
 def eval_transform(cfg: PreprocessConfig) -> Callable[[Image.Image], np.ndarray]:
-    resample = INTERPOLATIONS[cfg.interpolation]
-    size = cfg.image_size
-
-    def apply(img: Image.Image) -> np.ndarray:
-        if cfg.resize_mode == "squash":
-            img = img.resize((size, size), resample)
-        elif cfg.resize_mode == "shortest":
-            img = center_crop(resize_shortest(img, size, resample), size)
-        else:
-            raise ValueError(f"unsupported resize_mode {cfg.resize_mode!r} (use 'shortest' or 'squash')")
-        return to_normalized_array(img, cfg.mean, cfg.std)
-
-    return apply
+    geometry = eval_geometry(cfg)
+    return lambda img: to_normalized_array(geometry(img), cfg.mean, cfg.std)
 
 
 def random_resized_crop_params(rng: np.random.Generator, width: int, height: int, scale=(0.9, 1.0),
@@ -92,21 +120,27 @@ def resized_crop(img: Image.Image, top: int, left: int, h: int, w: int, size: in
     return img.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
 
 
-def train_transform(cfg: PreprocessConfig, scale=(0.9, 1.0), hflip: bool = False, rotate: bool = False):
-    """Returns apply(img, rng) -> float32 [S, S, 3]. Defaults are open_clip's train transform;
-    `hflip=True, rotate=True` gives GeoRSCLIP's (flip p=0.5, rotation uniform in [0, 360))."""
+def train_geometry(cfg: PreprocessConfig, scale=(0.9, 1.0), hflip: bool = False, rotate: bool = False):
+    """The train augmentation alone: apply(img, rng) -> PIL image (RGB) of cfg.image_size."""
     size = cfg.image_size
 
-    def apply(img: Image.Image, rng: np.random.Generator) -> np.ndarray:
+    def apply(img: Image.Image, rng: np.random.Generator) -> Image.Image:
         top, left, h, w = random_resized_crop_params(rng, img.width, img.height, scale)
         img = resized_crop(img, top, left, h, w, size)
         if hflip and rng.uniform() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         if rotate:
             img = img.convert("RGB").rotate(rng.uniform(0.0, 360.0), resample=Image.NEAREST, fillcolor=(0, 0, 0))
-        return to_normalized_array(img, cfg.mean, cfg.std)
+        return img
 
     return apply
+
+
+def train_transform(cfg: PreprocessConfig, scale=(0.9, 1.0), hflip: bool = False, rotate: bool = False):
+    """Returns apply(img, rng) -> float32 [S, S, 3]. Defaults are open_clip's train transform;
+    `hflip=True, rotate=True` gives GeoRSCLIP's (flip p=0.5, rotation uniform in [0, 360))."""
+    geometry = train_geometry(cfg, scale, hflip, rotate)
+    return lambda img, rng: to_normalized_array(geometry(img, rng), cfg.mean, cfg.std)
 
 
 def image_transform(image_size: int = 224, train: bool = False, mean=None, std=None,

@@ -120,15 +120,18 @@ def test_one_of_several_captions_is_drawn_per_sample_and_epoch(tmp_path):
     assert 20 <= words.count("top") <= 60 and words.count("top") + words.count("ssl") == 80
 
 
-def test_uint8_images_are_the_unnormalized_pixels(tar_source):
+@pytest.mark.parametrize("augment", [None, "georsclip"])
+def test_uint8_images_normalized_on_device_equal_the_float_path(tar_source, augment):
+    import jax
+    import jax.numpy as jnp
+
+    from georsclip_jax.transforms import normalize_pixels
     cfg = PreprocessConfig(image_size=32)
-    as_float = SampleTransform(cfg, augment=None)
-    as_uint8 = SampleTransform(cfg, augment=None, image_dtype="uint8")
-    rng = np.random.default_rng(0)
-    floats, pixels = as_float((0, tar_source[0]), rng)["image"], as_uint8((0, tar_source[0]), rng)["image"]
-    assert pixels.dtype == np.uint8
-    normalized = (pixels.astype(np.float32) / 255 - np.float32(cfg.mean)) / np.float32(cfg.std)
-    np.testing.assert_allclose(normalized, floats, atol=1e-6)
+    as_float = SampleTransform(cfg, augment=augment)((3, tar_source[3]), np.random.default_rng(0))["image"]
+    pixels = SampleTransform(cfg, augment=augment, image_dtype="uint8")((3, tar_source[3]), np.random.default_rng(0))["image"]
+    assert pixels.dtype == np.uint8 and pixels.shape == (32, 32, 3)
+    on_device = jax.jit(lambda x: normalize_pixels(x, cfg.mean, cfg.std))(jnp.asarray(pixels))
+    np.testing.assert_array_equal(np.asarray(on_device), as_float)
 
 
 def test_eval_transform_matches_the_foundation_preprocessing(tar_source):

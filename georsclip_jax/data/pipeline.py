@@ -25,7 +25,7 @@ import numpy as np
 from georsclip_jax.data.decode import DEFAULT_MAX_PIXELS, SKIP_REASONS, BadSample, decode_caption, decode_image
 from georsclip_jax.models.configs import PreprocessConfig
 from georsclip_jax.tokenizer import get_tokenizer
-from georsclip_jax.transforms import eval_transform, train_transform
+from georsclip_jax.transforms import eval_geometry, normalize_pixels, to_uint8_array, train_geometry
 
 log = logging.getLogger(__name__)
 
@@ -54,12 +54,10 @@ class SampleTransform:
             raise ValueError(f"augment must be None, 'open_clip' or 'georsclip', got {self.augment!r}")
         if self.image_dtype not in ("float32", "uint8"):
             raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {self.image_dtype!r}")
-        pixels = self.preprocess if self.image_dtype == "float32" else dataclasses.replace(
-            self.preprocess, mean=(0.0, 0.0, 0.0), std=(1 / 255, 1 / 255, 1 / 255))
         georsclip = self.augment == "georsclip"
-        image_fn = (train_transform(pixels, hflip=georsclip, rotate=georsclip) if self.augment
-                    else _ignore_rng(eval_transform(pixels)))
-        object.__setattr__(self, "_image_fn", image_fn)
+        geometry = (train_geometry(self.preprocess, hflip=georsclip, rotate=georsclip) if self.augment
+                    else _ignore_rng(eval_geometry(self.preprocess)))
+        object.__setattr__(self, "_geometry", geometry)
         object.__setattr__(self, "_tokenizer", get_tokenizer(context_length=self.context_length))
 
     def __getstate__(self):
@@ -82,9 +80,9 @@ class SampleTransform:
         except BadSample as bad:
             log.warning("skipping sample %s: %s", raw["origin"], bad)
             return Skipped(bad.reason)
-        pixels = self._image_fn(image, rng)
-        if self.image_dtype == "uint8":
-            pixels = np.rint(pixels).astype(np.uint8)
+        pixels = to_uint8_array(self._geometry(image, rng))
+        if self.image_dtype == "float32":
+            pixels = normalize_pixels(pixels, self.preprocess.mean, self.preprocess.std)
         return {"image": pixels, "tokens": self._tokenizer(text)[0], "id": np.int64(index)}
 
 

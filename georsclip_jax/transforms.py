@@ -40,6 +40,19 @@ def center_crop(img: Image.Image, size: int) -> Image.Image:
     return img.crop((left, top, left + size, top + size))
 
 
+SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
+
+
+def to_rgb(img: Image.Image) -> Image.Image:
+    """open_clip's convert("RGB"), except 16-bit images are scaled to 8 bits rather than clipped."""
+    if img.mode == "RGB":
+        return img
+    if img.mode in SIXTEEN_BIT_MODES:
+        scaled = (np.asarray(img, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
+        return Image.fromarray(scaled, "L").convert("RGB")
+    return img.convert("RGB")
+
+
 def to_uint8_array(img: Image.Image) -> np.ndarray:
     """RGB pixels, uint8 [H, W, 3]: what the pipeline ships when normalization runs on device."""
     return np.asarray(img.convert("RGB"), dtype=np.uint8)
@@ -120,17 +133,44 @@ def resized_crop(img: Image.Image, top: int, left: int, h: int, w: int, size: in
     return img.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
 
 
-def train_geometry(cfg: PreprocessConfig, scale=(0.9, 1.0), hflip: bool = False, rotate: bool = False):
-    """The train augmentation alone: apply(img, rng) -> PIL image (RGB) of cfg.image_size."""
+def draft_for_crop(img: Image.Image, box: tuple[int, int, int, int], size: int):
+    """Lets libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT-domain downscaling) when the crop box still
+    spans >= `size` pixels there; returns the lazy image and the box in its new coordinates.
+    Much cheaper decode and resize for large JPEGs, at the price of pixels that differ slightly from
+    a full decode + bicubic resize (the same trade as PIL's `thumbnail`)."""
+    width, height = img.size
+    shortest = min(box[2] - box[0], box[3] - box[1])
+    factor = next((k for k in (8, 4, 2) if shortest / k >= size), 1)
+    if factor == 1 or img.format != "JPEG":
+        return img, box
+    img.draft("RGB", (-(-width // factor), -(-height // factor)))
+    sx, sy = img.width / width, img.height / height
+    return img, (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+
+
+def train_geometry(cfg: PreprocessConfig, scale=(0.9, 1.0), hflip: bool = False, rotate: bool = False,
+                   jpeg_draft: bool = False, load: Callable[[Image.Image], Image.Image] = to_rgb):
+    """The train augmentation alone: apply(img, rng) -> RGB PIL image of cfg.image_size.
+
+    `img` may be lazy (opened, not decoded): crop parameters need only its size, and `load` decodes
+    it to RGB. With `jpeg_draft` a large JPEG is decoded at reduced DCT scale (see draft_for_crop);
+    otherwise the result is exactly torchvision's RandomResizedCrop on the full image."""
     size = cfg.image_size
 
     def apply(img: Image.Image, rng: np.random.Generator) -> Image.Image:
         top, left, h, w = random_resized_crop_params(rng, img.width, img.height, scale)
-        img = resized_crop(img, top, left, h, w, size)
+        box = (left, top, left + w, top + h)
+        if jpeg_draft:
+            img, box = draft_for_crop(img, box, size)
+        img = load(img)
+        if box == (left, top, left + w, top + h):
+            img = resized_crop(img, top, left, h, w, size)
+        else:
+            img = img.resize((size, size), Image.BICUBIC, box=box)
         if hflip and rng.uniform() < 0.5:
             img = img.transpose(Image.FLIP_LEFT_RIGHT)
         if rotate:
-            img = img.convert("RGB").rotate(rng.uniform(0.0, 360.0), resample=Image.NEAREST, fillcolor=(0, 0, 0))
+            img = img.rotate(rng.uniform(0.0, 360.0), resample=Image.NEAREST, fillcolor=(0, 0, 0))
         return img
 
     return apply

@@ -12,8 +12,9 @@ import io
 import json
 import warnings
 
-import numpy as np
 from PIL import Image
+
+from georsclip_jax.transforms import to_rgb
 
 # Every reason a sample can be skipped for; the order is the layout of the pipeline's counters.
 SKIP_REASONS = (
@@ -28,7 +29,6 @@ SKIP_REASONS = (
 )
 IMAGE_FORMATS = ("JPEG", "PNG", "WEBP", "BMP", "TIFF", "GIF")
 DEFAULT_MAX_PIXELS = Image.MAX_IMAGE_PIXELS  # PIL's own bomb threshold, ~89.5 MPixel
-SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")
 
 
 class BadSample(Exception):
@@ -40,8 +40,8 @@ class BadSample(Exception):
         self.reason = reason
 
 
-def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Sniffs the codec from the bytes, refuses bombs before decoding, returns a loaded RGB image."""
+def open_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Sniffs the codec and reads only the header: a lazy image whose size is known and safe."""
     if data is None:
         raise BadSample("missing_image")
     if len(data) == 0:
@@ -50,25 +50,27 @@ def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Im
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             img = Image.open(io.BytesIO(data), formats=IMAGE_FORMATS)
-            if img.width * img.height > max_pixels:
-                raise BadSample("image_too_large", f"{img.width}x{img.height} > {max_pixels} pixels")
-            img.load()
-            return to_rgb(img)
-    except BadSample:
-        raise
     except Image.DecompressionBombError as e:
         raise BadSample("image_too_large", str(e)) from None
-    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError, EOFError... on bad data
+    except Exception as e:  # PIL raises OSError, SyntaxError, ValueError... on unknown data
+        raise BadSample("corrupt_image", f"{type(e).__name__}: {e}") from None
+    if img.width * img.height > max_pixels:
+        raise BadSample("image_too_large", f"{img.width}x{img.height} > {max_pixels} pixels")
+    return img
+
+
+def load_rgb(img: Image.Image) -> Image.Image:
+    """Decodes a lazy image (after any `draft`) to RGB; undecodable data becomes corrupt_image."""
+    try:
+        img.load()
+        return to_rgb(img)
+    except Exception as e:  # truncated or corrupt payloads surface only here
         raise BadSample("corrupt_image", f"{type(e).__name__}: {e}") from None
 
 
-def to_rgb(img: Image.Image) -> Image.Image:
-    if img.mode == "RGB":
-        return img
-    if img.mode in SIXTEEN_BIT_MODES:
-        scaled = (np.asarray(img, dtype=np.uint32) >> 8).clip(0, 255).astype(np.uint8)
-        return Image.fromarray(scaled, "L").convert("RGB")
-    return img.convert("RGB")
+def decode_image(data: bytes | None, max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Checked, fully decoded RGB image (see open_image and load_rgb)."""
+    return load_rgb(open_image(data, max_pixels))
 
 
 def decode_caption(data: bytes | str | None, json_keys: tuple[str, ...] = ("caption", "text"),

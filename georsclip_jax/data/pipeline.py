@@ -22,7 +22,7 @@ from typing import Any, Iterator, NamedTuple
 import grain
 import numpy as np
 
-from georsclip_jax.data.decode import DEFAULT_MAX_PIXELS, SKIP_REASONS, BadSample, decode_caption, decode_image
+from georsclip_jax.data.decode import DEFAULT_MAX_PIXELS, SKIP_REASONS, BadSample, decode_caption, load_rgb, open_image
 from georsclip_jax.models.configs import PreprocessConfig
 from georsclip_jax.tokenizer import get_tokenizer
 from georsclip_jax.transforms import eval_geometry, normalize_pixels, to_uint8_array, train_geometry
@@ -48,6 +48,7 @@ class SampleTransform:
     max_pixels: int = DEFAULT_MAX_PIXELS
     json_keys: tuple[str, ...] = ("caption", "text")
     image_dtype: str = "float32"  # "uint8": unnormalized pixels, normalized on device (4x less traffic)
+    jpeg_draft: bool = False      # decode large JPEGs at reduced DCT scale (fast, not bit-exact)
 
     def __post_init__(self):
         if self.augment not in (None, "open_clip", "georsclip"):
@@ -55,7 +56,9 @@ class SampleTransform:
         if self.image_dtype not in ("float32", "uint8"):
             raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {self.image_dtype!r}")
         georsclip = self.augment == "georsclip"
-        geometry = (train_geometry(self.preprocess, hflip=georsclip, rotate=georsclip) if self.augment
+        geometry = (train_geometry(self.preprocess, hflip=georsclip, rotate=georsclip, jpeg_draft=self.jpeg_draft,
+                                   load=load_rgb)
+                    if self.augment
                     else _ignore_rng(eval_geometry(self.preprocess)))
         object.__setattr__(self, "_geometry", geometry)
         object.__setattr__(self, "_tokenizer", get_tokenizer(context_length=self.context_length))
@@ -76,11 +79,13 @@ class SampleTransform:
                 raise BadSample("missing_caption")
             caption = captions[int(rng.integers(len(captions)))] if len(captions) > 1 else captions[0]
             text = decode_caption(caption, self.json_keys, raw["caption_is_json"])
-            image = decode_image(raw["image"], self.max_pixels)
+            image = open_image(raw["image"], self.max_pixels)
+            if not self.augment:
+                image = load_rgb(image)
+            pixels = to_uint8_array(self._geometry(image, rng))  # train geometry decodes via load_rgb
         except BadSample as bad:
             log.warning("skipping sample %s: %s", raw["origin"], bad)
             return Skipped(bad.reason)
-        pixels = to_uint8_array(self._geometry(image, rng))
         if self.image_dtype == "float32":
             pixels = normalize_pixels(pixels, self.preprocess.mean, self.preprocess.std)
         return {"image": pixels, "tokens": self._tokenizer(text)[0], "id": np.int64(index)}

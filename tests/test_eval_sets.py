@@ -23,8 +23,8 @@ def test_class_folders_match_torchvision_imagefolder(test_data, name):
     from torchvision.datasets import ImageFolder
 
     ours = eval_sets.rs5m_test_data(test_data)[name]()
-    reference = ImageFolder(os.path.dirname(ours.paths[0]).rsplit(os.sep, 1)[0])
-    assert list(ours.paths) == [p for p, _ in reference.samples]
+    reference = ImageFolder(os.path.dirname(ours.images[0]).rsplit(os.sep, 1)[0])
+    assert list(ours.images) == [p for p, _ in reference.samples]
     assert ours.labels.tolist() == [label for _, label in reference.samples]
     assert len(ours.classnames) == len(CLASSES) and len(ours) == 3 * len(CLASSES)
 
@@ -73,3 +73,46 @@ def test_missing_pieces_are_named(tmp_path):
     (tmp_path / "u.csv").write_text("file,title\nnope.jpg,x\n")
     with pytest.raises(KeyError, match="'filename'"):
         eval_sets.retrieval_csv_set(str(tmp_path / "u.csv"), str(tmp_path))
+
+
+def test_tf_example_parser_reads_tensorflow_wire_bytes():
+    from georsclip_jax.data.tf_example import parse_example
+
+    # tf.train.Example(features={"label": Int64List([7]), "image": BytesList([b"ab"])}) as TensorFlow
+    # serializes it (Example.features=1, Features.feature=1 map, Feature.bytes_list=1 / int64_list=3).
+    label = b"\x0a\x05label\x12\x05\x1a\x03\x0a\x01\x07"
+    image = b"\x0a\x05image\x12\x06\x0a\x04\x0a\x02ab"
+    features = b"\x0a" + bytes([len(label)]) + label + b"\x0a" + bytes([len(image)]) + image
+    assert parse_example(b"\x0a" + bytes([len(features)]) + features) == {"label": [7], "image": [b"ab"]}
+
+
+def test_prepared_tfds_dataset_is_read_without_tensorflow(tmp_path):
+    import io
+
+    from array_record.python.array_record_module import ArrayRecordWriter
+    from PIL import Image
+
+    from georsclip_jax.data.tf_example import example_class
+
+    root = tmp_path / "eurosat" / "rgb" / "2.0.0"
+    root.mkdir(parents=True)
+    (root / "label.labels.txt").write_text("AnnualCrop\nSeaLake\n")
+    expected = []
+    for shard in range(2):
+        writer = ArrayRecordWriter(str(root / f"eurosat-train.array_record-{shard:05d}-of-00002"), "group_size:1")
+        for k in range(3):
+            buf = io.BytesIO()
+            Image.new("RGB", (8, 8), (40 * k, 10 * shard, 0)).save(buf, "PNG")
+            example = example_class()()
+            example.features.feature["image"].bytes_list.value.append(buf.getvalue())
+            example.features.feature["label"].int64_list.value.append((shard + k) % 2)
+            writer.write(example.SerializeToString())
+            expected.append(((40 * k, 10 * shard, 0), (shard + k) % 2))
+        writer.close()
+    got = eval_sets.tfds_set(str(tmp_path), "eurosat/rgb", "train")
+    assert got.classnames == ("annualcrop", "sealake") and len(got) == 6
+    assert [(got.open(i).getpixel((0, 0)), int(got.labels[i])) for i in range(6)] == expected
+    with pytest.raises(FileNotFoundError, match="split 'test'"):
+        eval_sets.tfds_set(str(tmp_path), "eurosat/rgb", "test")
+    with pytest.raises(FileNotFoundError, match="resisc45"):
+        eval_sets.tfds_set(str(tmp_path), "resisc45")

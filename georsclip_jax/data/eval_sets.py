@@ -11,10 +11,13 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import json
 import os
+from typing import Sequence
 
 import numpy as np
+from PIL import Image
 
 # torchvision.datasets.folder.IMG_EXTENSIONS
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
@@ -23,12 +26,16 @@ IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".t
 @dataclasses.dataclass(frozen=True)
 class ClassificationSet:
     name: str
-    paths: tuple[str, ...]
+    images: Sequence             # image file paths, or any sequence of encoded image bytes
     labels: np.ndarray           # int32, index into classnames
     classnames: tuple[str, ...]  # as fed to the prompt templates
 
     def __len__(self) -> int:
-        return len(self.paths)
+        return len(self.images)
+
+    def open(self, i: int) -> Image.Image:
+        item = self.images[i]
+        return Image.open(io.BytesIO(item) if isinstance(item, bytes) else item).convert("RGB")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,6 +66,52 @@ def class_folder_set(root: str, name: str | None = None) -> ClassificationSet:
                     labels.append(label)
     return ClassificationSet(name or os.path.basename(root.rstrip("/")), tuple(paths),
                              np.asarray(labels, np.int32), tuple(georsclip_classname(c) for c in classes))
+
+
+class _TfdsImages(Sequence):
+    """The encoded `image` feature of each record of a prepared TFDS ArrayRecord split, lazily."""
+
+    def __init__(self, paths: list[str]):
+        import grain
+
+        self.paths = paths
+        self._records = grain.sources.ArrayRecordDataSource(paths)
+
+    def __len__(self) -> int:
+        return len(self._records)
+
+    def __getitem__(self, i):
+        from georsclip_jax.data.tf_example import parse_example
+
+        return parse_example(self._records[i])["image"][0]
+
+
+def tfds_set(data_dir: str, name: str = "eurosat/rgb", split: str = "train") -> ClassificationSet:
+    """A TFDS classification dataset prepared locally in ArrayRecord format (`eurosat/rgb`,
+    `resisc45`), read without TensorFlow: `<data_dir>/<name>/<version>/` holds dataset_info.json,
+    `label.labels.txt` and `<dataset>-<split>.array_record-NNNNN-of-MMMMM`. Class names go through
+    the same GeoRSCLIP rule as folder names."""
+    from georsclip_jax.data.tf_example import parse_example
+
+    base = os.path.join(data_dir, *name.split("/"))
+    versions = sorted(v for v in os.listdir(base) if os.path.isdir(os.path.join(base, v))) if os.path.isdir(base) else []
+    if not versions:
+        raise FileNotFoundError(f"no prepared TFDS dataset {name!r} under {data_dir} (expected {base}/<version>/)")
+    root = os.path.join(base, versions[-1])
+    dataset = name.split("/")[0]
+    prefix = f"{dataset}-{split}.array_record-"
+    shards = sorted(os.path.join(root, f) for f in os.listdir(root) if f.startswith(prefix))
+    if not shards:
+        raise FileNotFoundError(f"{root} has no ArrayRecord files for split {split!r} ({prefix}*); "
+                                "prepare it with file_format='array_record'")
+    labels_file = os.path.join(root, "label.labels.txt")
+    if not os.path.isfile(labels_file):
+        raise FileNotFoundError(f"{labels_file} not found (the ClassLabel names of {name})")
+    with open(labels_file) as f:
+        classes = [line.strip() for line in f if line.strip()]
+    images = _TfdsImages(shards)
+    labels = np.asarray([parse_example(images._records[i])["label"][0] for i in range(len(images))], np.int32)
+    return ClassificationSet(f"{name}:{split}", images, labels, tuple(georsclip_classname(c) for c in classes))
 
 
 def retrieval_csv_set(csv_path: str, image_dir: str, name: str | None = None,

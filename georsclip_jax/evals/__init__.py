@@ -1,0 +1,1 @@
+"""GeoRSCLIP's benchmark suite: zero-shot classification, cross-modal retrieval, semantic localization."""

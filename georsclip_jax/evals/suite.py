@@ -1,0 +1,67 @@
+"""The whole GeoRSCLIP benchmark on an `rs5m_test_data` tree, as one callable of the parameters.
+
+`Suite(model, data_root, tasks)` reads the datasets and compiles the encoders once; calling it with
+parameters (the trainer's current ones, or None for the model's own) returns GeoRSCLIP's result keys.
+That is both the evaluate CLI and the trainer's periodic eval hook.
+"""
+
+from __future__ import annotations
+
+from georsclip_jax.data.eval_sets import rs5m_test_data
+from georsclip_jax.evals.encoders import Encoders
+from georsclip_jax.evals.retrieval import KS, evaluate_retrieval
+from georsclip_jax.evals.selo import METRICS, evaluate_selo
+from georsclip_jax.evals.zeroshot import evaluate_zeroshot
+
+TASKS = ("zeroshot", "retrieval", "selo")
+ZEROSHOT_SETS = ("EuroSAT", "RESISC45", "AID")
+RETRIEVAL_SETS = ("rsitmd", "rsicd")
+
+
+class Suite:
+    def __init__(self, model, data_root: str, tasks=TASKS, batch_size: int = 256, protocol: str = "georsclip",
+                 selo_out: str | None = None):
+        unknown = set(tasks) - set(TASKS)
+        if unknown:
+            raise ValueError(f"unknown eval task(s) {sorted(unknown)}; choose from {list(TASKS)}")
+        self.tasks, self.protocol, self.selo_out = tuple(tasks), protocol, selo_out
+        self.encoders = Encoders(model, batch_size)
+        sets = rs5m_test_data(data_root)
+        self.zeroshot = {n: sets[n]() for n in ZEROSHOT_SETS} if "zeroshot" in tasks else {}
+        self.retrieval = {n: sets[n]() for n in RETRIEVAL_SETS} if "retrieval" in tasks else {}
+        self.selo_root = sets["AIR-SLT"]
+        self.details: dict = {}
+
+    def __call__(self, params=None) -> dict[str, float]:
+        results = {}
+        for name, dataset in self.zeroshot.items():
+            metrics = evaluate_zeroshot(self.encoders, dataset, params, self.protocol)
+            self.details[name] = metrics
+            results[f"{name}-zeroshot-acc"] = metrics["acc"]
+        for name, dataset in self.retrieval.items():
+            metrics = evaluate_retrieval(self.encoders, dataset, params)
+            results.update({f"retrieval-{key}-{name}": value for key, value in metrics.items()})
+        if "selo" in self.tasks:
+            selo = evaluate_selo(self.encoders, self.selo_root, params, self.selo_out)
+            self.details["selo_samples"] = selo["samples"]
+            results.update({f"Selo_{name}": value for name, value in selo["mean"].items()})
+        return results
+
+
+def table_columns(results: dict) -> list[tuple[str, str]]:
+    """(header, key) in the order of GeoRSCLIP's README tables."""
+    columns = [(f"{n}_acc", f"{n}-zeroshot-acc") for n in ZEROSHOT_SETS]
+    for name in RETRIEVAL_SETS:
+        columns += [(f"{name} I2T R@{k}", f"retrieval-image2text-R@{k}-{name}") for k in KS]
+        columns += [(f"{name} T2I R@{k}", f"retrieval-text2image-R@{k}-{name}") for k in KS]
+        columns.append((f"{name} mR", f"retrieval-mean-recall-{name}"))
+    columns += [(f"Selo_{m}", f"Selo_{m}") for m in METRICS]
+    return [(header, key) for header, key in columns if key in results]
+
+
+def markdown_table(results: dict, model_name: str) -> str:
+    columns = table_columns(results)
+    fmt = lambda key: f"{results[key]:.6f}" if key.startswith("Selo_") else f"{results[key]:.2f}"
+    return "\n".join(["| Model | " + " | ".join(h for h, _ in columns) + " |",
+                      "|---|" + "---|" * len(columns),
+                      f"| {model_name} | " + " | ".join(fmt(k) for _, k in columns) + " |"])

@@ -1,0 +1,58 @@
+"""GeoRSCLIP's benchmark suite on an `rs5m_test_data` tree: zero-shot, retrieval, semantic localization.
+
+    python -m georsclip_jax.evaluate --model ViT-B-32-quickgelu --pretrained RS5M_ViT-B-32.pt \\
+        --data-root rs5m_test_data --tasks zeroshot,retrieval,selo --out results.json
+
+Prints the table in the layout of GeoRSCLIP's README and writes results.json (+ per-dataset details)
+and results.md. Float32 matmuls run at "highest" precision, as parity with PyTorch requires.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", help="model name (registry); inferred from the checkpoint if omitted")
+    parser.add_argument("--pretrained", required=True, help="checkpoint file or directory create_model reads")
+    parser.add_argument("--act", choices=["gelu", "quick_gelu"], help="activation, for bare state dicts")
+    parser.add_argument("--data-root", required=True, help="the rs5m_test_data folder")
+    parser.add_argument("--tasks", default="zeroshot,retrieval,selo")
+    parser.add_argument("--protocol", default="georsclip", choices=["georsclip", "clip_benchmark"],
+                        help="zero-shot classifier: mean of raw prompt embeddings, or of normalized ones")
+    parser.add_argument("--batch-size", type=int, default=256)
+    parser.add_argument("--out", default="results.json")
+    args = parser.parse_args(argv)
+
+    import jax
+
+    jax.config.update("jax_default_matmul_precision", "highest")
+    import georsclip_jax as gj
+    from georsclip_jax.evals.suite import Suite, markdown_table
+
+    try:
+        model = gj.create_model(args.model, args.pretrained, act=args.act)
+        selo_out = os.path.splitext(args.out)[0] + "_selo"
+        suite = Suite(model, args.data_root, [t for t in args.tasks.split(",") if t], args.batch_size,
+                      args.protocol, selo_out)
+        results = suite()
+    except (ValueError, FileNotFoundError, KeyError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    name = args.model or os.path.basename(args.pretrained)
+    table = markdown_table(results, name)
+    print(table)
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    with open(args.out, "w") as f:
+        json.dump({"model": name, "pretrained": args.pretrained, "protocol": args.protocol, "results": results,
+                   "details": suite.details}, f, indent=1)
+    with open(os.path.splitext(args.out)[0] + ".md", "w") as f:
+        f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 jax.config.update("jax_default_matmul_precision", "highest")  # float32 parity, as the spec requires
+jax.config.update("jax_num_cpu_devices", 8)  # sharded code paths run over 8 simulated devices
 
 CAPTIONS = [
     "a satellite image of a residential area with many buildings and green trees",

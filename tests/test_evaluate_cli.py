@@ -1,0 +1,152 @@
+"""End to end: the evaluate CLI on a generated rs5m_test_data tree gives the full GeoRSCLIP table, and
+a converted open_clip model scores exactly what the same protocol computed in PyTorch scores; the
+embed CLI; the suite as a training hook evaluates new parameters without recompiling."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+import georsclip_jax as gj
+from conftest import perturbed_open_clip
+from georsclip_jax.data.synthetic import write_test_data
+from georsclip_jax.evals.prompts import GEORSCLIP_TEMPLATES, fill
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("eval")
+    data = write_test_data(str(root / "rs5m_test_data"), per_class=4, retrieval_images=12, selo_images=1)
+    reference = perturbed_open_clip(gj.get_model_config("tiny").to_open_clip_json(), seed=3)
+    torch.save(reference.state_dict(), root / "tiny.pt")
+    out = root / "out" / "results.json"
+    result = subprocess.run([sys.executable, "-m", "georsclip_jax.evaluate", "--model", "tiny", "--pretrained",
+                             str(root / "tiny.pt"), "--data-root", data, "--out", str(out), "--batch-size", "32"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    with open(out) as f:
+        return root, data, reference, json.load(f), result.stdout
+
+
+def torch_zeroshot_acc(model, root) -> float:
+    """GeoRSCLIP's zeroshot_evaluation, in PyTorch: ImageFolder, mean of raw prompt embeddings."""
+    import open_clip
+    from torchvision.datasets import ImageFolder
+
+    dataset = ImageFolder(root, transform=open_clip.image_transform(32, is_train=False))
+    classnames = [c.replace("_", " ").replace("/", " ").lower() for c in dataset.classes]
+    with torch.no_grad():
+        weights = []
+        for name in classnames:
+            emb = model.encode_text(open_clip.tokenize([fill(t, name) for t in GEORSCLIP_TEMPLATES])).mean(0)
+            weights.append(emb / emb.norm())
+        images = torch.stack([x for x, _ in dataset])
+        features = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+        predictions = (100 * features @ torch.stack(weights).T).argmax(1)
+    return 100 * (predictions == torch.tensor(dataset.targets)).float().mean().item()
+
+
+def torch_retrieval(model, csv_path, image_dir, encoding) -> dict:
+    """GeoRSCLIP's CsvDataset + duplicate() + clip_benchmark's recall_at_k, in PyTorch."""
+    import open_clip
+    from clip_benchmark.metrics.zeroshot_retrieval import recall_at_k
+    from PIL import Image
+
+    with open(csv_path, encoding=encoding, newline="") as f:
+        rows = list(csv.DictReader(f))
+    files = np.unique([r["filename"] for r in rows])
+    captions, owner = [], []
+    for i, name in enumerate(files):
+        for r in rows:
+            if r["filename"] == name:
+                captions.append(r["title"])
+                owner.append(i)
+    preprocess = open_clip.image_transform(32, is_train=False)
+    with torch.no_grad():
+        images = torch.stack([preprocess(Image.open(os.path.join(image_dir, f))) for f in files])
+        image_features = torch.nn.functional.normalize(model.encode_image(images), dim=-1)
+        text_features = torch.nn.functional.normalize(model.encode_text(open_clip.tokenize(captions)), dim=-1)
+    scores = text_features @ image_features.T
+    positive = torch.zeros_like(scores, dtype=torch.bool)
+    positive[torch.arange(len(captions)), torch.tensor(owner)] = True
+    out = {}
+    for k in (1, 5, 10):
+        out[f"image2text-R@{k}"] = 100 * (recall_at_k(scores.T, positive.T, k) > 0).float().mean().item()
+        out[f"text2image-R@{k}"] = 100 * (recall_at_k(scores, positive, k) > 0).float().mean().item()
+    out["mean-recall"] = float(np.mean(list(out.values())))
+    return out
+
+
+def test_cli_prints_and_writes_the_full_table(setup):
+    root, _, _, results, stdout = setup
+    keys = results["results"]
+    assert {"EuroSAT-zeroshot-acc", "RESISC45-zeroshot-acc", "AID-zeroshot-acc", "retrieval-mean-recall-rsitmd",
+            "retrieval-image2text-R@10-rsicd", "Selo_Rsu", "Selo_Rda", "Selo_Ras", "Selo_Rmi"} <= set(keys)
+    assert len(keys) == 3 + 2 * 7 + 4
+    header = stdout.strip().splitlines()[0]
+    assert header.startswith("| Model | EuroSAT_acc | RESISC45_acc | AID_acc | rsitmd I2T R@1") and "Selo_Rmi" in header
+    assert (root / "out" / "results.md").read_text().strip() == stdout.strip()
+    assert (root / "out" / "results_selo" / "selo_000.png").exists()
+    assert results["details"]["selo_samples"][0]["jpg_name"] == "0.jpg"
+
+
+@pytest.mark.parametrize("name,folder", [("EuroSAT", "eurosat-rgb/2750"), ("RESISC45", "RESISC45"), ("AID", "AID")])
+def test_zeroshot_equals_the_protocol_in_pytorch(setup, name, folder):
+    _, data, reference, results, _ = setup
+    expected = torch_zeroshot_acc(reference, os.path.join(data, folder))
+    assert results["results"][f"{name}-zeroshot-acc"] == pytest.approx(expected, abs=1e-4)  # torch means in float32
+
+
+@pytest.mark.parametrize("name,csv_name,images,encoding", [("rsitmd", "rsitmd_test.csv", "images", "utf-8"),
+                                                           ("rsicd", "rsicd_test.csv", "RSICD_images", "gb18030")])
+def test_retrieval_equals_the_protocol_in_pytorch(setup, name, csv_name, images, encoding):
+    _, data, reference, results, _ = setup
+    expected = torch_retrieval(reference, os.path.join(data, name, csv_name), os.path.join(data, name, images), encoding)
+    for key, value in expected.items():
+        assert results["results"][f"retrieval-{key}-{name}"] == pytest.approx(value, abs=1e-4), key
+
+
+def test_embed_cli_writes_ids_and_normalized_embeddings(setup, tmp_path):
+    import open_clip
+    from PIL import Image
+
+    root, data, reference, _, _ = setup
+    folder = os.path.join(data, "AID")
+    out = tmp_path / "aid.npy"
+    result = subprocess.run([sys.executable, "-m", "georsclip_jax.embed", "--model", "tiny", "--pretrained",
+                             str(root / "tiny.pt"), "--images", folder, "--out", str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    ids = (tmp_path / "aid.ids.txt").read_text().splitlines()
+    embeddings = np.load(out)
+    assert len(ids) == len(embeddings) == 40 and ids[0] == "Beach/Beach_0.jpg"
+    preprocess = open_clip.image_transform(32, is_train=False)
+    with torch.no_grad():
+        expected = torch.nn.functional.normalize(reference.encode_image(torch.stack(
+            [preprocess(Image.open(os.path.join(folder, i)).convert("RGB")) for i in ids])), dim=-1).numpy()
+    np.testing.assert_allclose(embeddings, expected, atol=1e-5)
+
+
+def test_suite_evaluates_new_parameters_without_recompiling(setup):
+    import jax
+    from flax import nnx
+
+    from georsclip_jax.evals.suite import Suite
+
+    root, data, _, results, _ = setup
+    model = gj.create_model("tiny", str(root / "tiny.pt"))
+    suite = Suite(model, data, tasks=("zeroshot", "retrieval"), batch_size=32)
+    first = suite()
+    assert first["AID-zeroshot-acc"] == results["results"]["AID-zeroshot-acc"]
+    _, params, _ = nnx.split(model, nnx.Param, ...)
+    shifted = jax.tree.map(lambda p: p * 1.5, params)
+    second = suite(shifted)
+    assert suite.encoders._image_fn._cache_size() == 1 and suite.encoders._text_fn._cache_size() <= 2
+    assert second != first

@@ -1,0 +1,61 @@
+"""Training entry point.
+
+    python -m georsclip_jax.main --config configs/demo.py --workdir /tmp/demo [--config.train.total_steps=50]
+
+Re-running the same command in the same workdir resumes from its newest checkpoint. Multi-host:
+on TPU pods `jax.distributed.initialize()` finds its peers itself; on GPU clusters it reads SLURM /
+Open MPI environments, or take --coordinator, --num_processes and --process_id.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from absl import app, flags
+from ml_collections import config_flags
+
+FLAGS = flags.FLAGS
+config_flags.DEFINE_config_file("config", None, "recipe file (configs/*.py[:arg])", lock_config=True)
+flags.DEFINE_string("workdir", None, "checkpoints, metrics and results go here", required=True)
+flags.DEFINE_string("coordinator", None, "host:port of process 0, for multi-process runs without auto-detection")
+flags.DEFINE_integer("num_processes", None, "number of processes (with --coordinator)")
+flags.DEFINE_integer("process_id", None, "this process's index (with --coordinator)")
+flags.DEFINE_bool("distributed", None, "force (or skip) jax.distributed.initialize; default: when a "
+                  "coordinator is given or a cluster environment is detected")
+
+
+def initialize_distributed():
+    import os
+
+    import jax
+
+    cluster = any(v in os.environ for v in ("SLURM_JOB_ID", "OMPI_COMM_WORLD_SIZE", "TPU_WORKER_HOSTNAMES",
+                                            "MEGASCALE_COORDINATOR_ADDRESS"))
+    if FLAGS.distributed is False or not (FLAGS.distributed or FLAGS.coordinator or cluster):
+        return
+    if FLAGS.coordinator:
+        jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+    else:
+        jax.distributed.initialize()
+
+
+def main(argv):
+    del argv
+    logging.getLogger().setLevel(logging.INFO)
+    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save chatter
+    initialize_distributed()
+    from georsclip_jax.train.loop import train_and_evaluate
+
+    try:
+        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except ValueError as e:
+        if str(e).startswith("config."):
+            print(f"error: {e}", file=sys.stderr)
+            sys.exit(2)
+        raise
+
+
+if __name__ == "__main__":
+    flags.mark_flag_as_required("config")
+    app.run(main)

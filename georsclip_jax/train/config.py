@@ -1,0 +1,94 @@
+"""The training config schema (every field, with defaults) and its validation.
+
+Recipes in `configs/` start from `base_config()` and override fields; `validate` stops a run at
+start with one line naming the bad field: unknown keys, impossible meshes, batch sizes that do not
+divide over the data-parallel devices, missing data.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+
+import ml_collections
+
+from georsclip_jax.data.tar_shards import expand_braces
+
+
+def base_config() -> ml_collections.ConfigDict:
+    c = ml_collections.ConfigDict()
+    c.model = dict(name="ViT-B-32-quickgelu", init_from="", act="", dtype="float32", remat=False,
+                   attention_impl="")
+    c.data = dict(
+        kind="tar",                 # tar | metafile | array_record
+        train="",                   # tar: brace pattern(s), '::'-separated; array_record: glob; metafile: file
+        image_root="", image_column="filepath", caption_columns="title",
+        augment="georsclip",        # georsclip | open_clip | none
+        image_dtype="uint8", jpeg_draft=False, num_workers=0, max_pixels=89_478_485,
+        synthetic=dict(train_samples=0, samples_per_shard=512, min_size=64, max_size=64,
+                       eval_per_class=20, retrieval_images=60, selo_images=0),
+    )
+    c.train = dict(global_batch_size=256, total_steps=1000, seed=0, loss="clip", accum_steps=1,
+                   log_every=10, checkpoint_every=500, keep_checkpoints=3, async_checkpoints=True)
+    c.optim = dict(lr=5e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, warmup_steps=100, schedule="cosine",
+                   grad_clip_norm=0.0)
+    c.mesh = dict(data=-1, fsdp=1)
+    c.sharding = dict(rules="dp", fsdp_min_size=2**18)
+    c.eval = dict(data_root="", tasks="zeroshot,retrieval", every_steps=0, batch_size=256, protocol="georsclip")
+    c.export = dict(open_clip=False, loss_plot=True)
+    return c
+
+
+def unknown_keys(config, schema, prefix="config") -> list[str]:
+    out = []
+    for key in config.keys():
+        path = f"{prefix}.{key}"
+        if key not in schema:
+            out.append(path)
+        elif isinstance(schema[key], ml_collections.ConfigDict) and path != "config.mesh":
+            out.extend(unknown_keys(config[key], schema[key], path))
+    return out
+
+
+def data_files(data) -> list[str]:
+    if data.kind == "tar":
+        return [p for pattern in data.train.split("::") for p in expand_braces(pattern)]
+    if data.kind == "array_record":
+        return sorted(glob.glob(data.train))
+    return [data.train]
+
+
+def validate(config, device_count: int) -> None:
+    """Raises ValueError naming the first bad field."""
+    from georsclip_jax.sharding import BATCH_AXES, mesh_shape
+
+    bad = unknown_keys(config, base_config())
+    if bad:
+        raise ValueError(f"{bad[0]}: unknown config key")
+    mesh = mesh_shape(dict(config.mesh), device_count)
+    dp = 1
+    for axis in BATCH_AXES:
+        dp *= mesh.get(axis, 1)
+    train = config.train
+    if train.global_batch_size % dp:
+        raise ValueError(f"config.train.global_batch_size: {train.global_batch_size} is not divisible by the "
+                         f"data-parallel size {dp} (mesh {mesh})")
+    if train.accum_steps < 1 or train.global_batch_size % (train.accum_steps * dp):
+        raise ValueError(f"config.train.accum_steps: {train.accum_steps} micro-batches do not divide the batch "
+                         f"{train.global_batch_size} over {dp} data-parallel devices")
+    if train.loss not in ("clip", "siglip"):
+        raise ValueError(f"config.train.loss: {train.loss!r} is not 'clip' or 'siglip'")
+    if config.data.kind not in ("tar", "metafile", "array_record"):
+        raise ValueError(f"config.data.kind: {config.data.kind!r} is not tar, metafile or array_record")
+    if config.data.augment not in ("georsclip", "open_clip", "none"):
+        raise ValueError(f"config.data.augment: {config.data.augment!r} is not georsclip, open_clip or none")
+    if not config.data.synthetic.train_samples:
+        if not config.data.train:
+            raise ValueError("config.data.train: no training data given")
+        missing = [p for p in data_files(config.data) if not glob.glob(p)]
+        if missing or not data_files(config.data):
+            raise ValueError(f"config.data.train: not found: {missing[0] if missing else config.data.train}")
+    if config.model.init_from and not os.path.exists(config.model.init_from):
+        raise ValueError(f"config.model.init_from: not found: {config.model.init_from}")
+    if config.eval.every_steps and not (config.eval.data_root or config.data.synthetic.train_samples):
+        raise ValueError("config.eval.data_root: eval.every_steps is set but there is no eval data")

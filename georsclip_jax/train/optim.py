@@ -33,7 +33,8 @@ def schedule(name: str, lr: float, warmup_steps: int, total_steps: int):
     if name == "cosine":
         def cosine(step):
             progress = (step - warmup_steps) / max(total_steps - warmup_steps, 1)
-            return jnp.where(step < warmup_steps, warmup(step), 0.5 * (1 + jnp.cos(jnp.pi * progress)) * lr)
+            # 0.5 (1 + cos(pi p)) written as cos^2(pi p / 2): no cancellation near the end in float32
+            return jnp.where(step < warmup_steps, warmup(step), jnp.cos(jnp.pi * progress / 2) ** 2 * lr)
         return cosine
     raise ValueError(f"config.optim.schedule: unknown schedule {name!r}; use 'cosine' or 'constant'")
 

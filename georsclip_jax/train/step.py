@@ -82,7 +82,7 @@ def make_train_step(graphdef, rest, optimizer, lr_schedule, loss: str = "clip", 
         value, grads, scale = (accumulated_grads if accum_steps > 1 else full_batch_grads)(state.params, batch)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = clamp_logit_scale(optax.apply_updates(state.params, updates))
-        metrics = {"loss": value, "grad_norm": optax.global_norm(grads), "lr": lr_schedule(state.step),
+        metrics = {"loss": value, "grad_norm": optax.tree.norm(grads), "lr": lr_schedule(state.step),
                    "logit_scale": scale}
         return TrainState(state.step + 1, params, opt_state), metrics
 

@@ -44,3 +44,20 @@ class Checkpointer:
 def abstract_like(tree):
     """ShapeDtypeStructs carrying each array's sharding: the restore target for `tree`."""
     return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), tree)
+
+
+def read_state(directory: str, step: int | None = None):
+    """A saved train state as plain arrays on this process's first device, whatever mesh or process
+    count wrote it (for inspection, export, or comparing runs); returns (step, state tree)."""
+    checkpoints = Checkpointer(directory)
+    step = checkpoints.latest_step() if step is None else step
+    checkpoints.close()
+    if step is None:
+        raise FileNotFoundError(f"no checkpoint in {directory}")
+    path = os.path.join(os.path.abspath(directory), str(step), "state")
+    reader = ocp.StandardCheckpointer()
+    metadata = reader.metadata(path).item_metadata
+    metadata = getattr(metadata, "tree", metadata)
+    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
+    target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
+    return step, reader.restore(path, target)

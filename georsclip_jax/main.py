@@ -40,10 +40,37 @@ def initialize_distributed():
         jax.distributed.initialize()
 
 
+def unknown_override(argv) -> str | None:
+    """The first --config.a.b=... override that names no field of the schema."""
+    from georsclip_jax.train.config import base_config
+
+    schema = base_config()
+    for arg in argv:
+        if arg.startswith("--config.") and "=" in arg:
+            path = arg[len("--"):].split("=", 1)[0]
+            node = {"config": schema}
+            for part in path.split("."):
+                if not hasattr(node, "keys") or part not in node.keys():
+                    return path
+                node = node[part]
+    return None
+
+
+def parse_flags(argv):
+    """absl parsing, with a bad --config override reported as one line instead of a traceback."""
+    try:
+        return FLAGS(argv)
+    except (AttributeError, KeyError, TypeError, ValueError, flags.Error) as e:
+        bad = unknown_override(argv)
+        print(f"error: {bad}: unknown config key" if bad else f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+
+
 def main(argv):
     del argv
     logging.getLogger().setLevel(logging.INFO)
-    logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax's per-save chatter
+    for noisy in ("absl", "jax"):  # Orbax's per-save chatter, JAX's backend probing
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     initialize_distributed()
     from georsclip_jax.train.loop import train_and_evaluate
 
@@ -58,4 +85,4 @@ def main(argv):
 
 if __name__ == "__main__":
     flags.mark_flag_as_required("config")
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

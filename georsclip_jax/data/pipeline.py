@@ -1,12 +1,15 @@
 """The Grain input pipeline: raw samples -> augmented, tokenized, fixed-size global batches.
 
     source --ids--> shuffle(seed, reshuffled per epoch) --> repeat(epochs) --> decode + augment +
-    tokenize (random_map, per-sample RNG) --> this host's slice [p::P] --> batch with skip counts
+    tokenize (random_map, per-sample RNG) --> this host's block of each global batch --> batch with
+    skip counts
     --> worker processes (mp_prefetch) --> DataIterator (skip totals, state, global jax.Array,
     host-to-device prefetch)
 
 Randomness depends only on the seed and the sample's position in the global stream, never on the
-host or worker count, so a batch is the same whether one host or many produced it. The iterator
+host or worker count, and each host takes a contiguous block of every global batch, so with
+decoding in-process a global batch is the same whether one host or many produced it (worker
+processes each batch their own share of the stream, so they reorder rows). The iterator
 state is a small JSON-able dict; restoring it continues the stream exactly.
 """
 
@@ -99,6 +102,31 @@ def _with_source_index(length: int, index: int, raw: dict) -> tuple[int, dict]:
     return index % length, raw  # later epochs index the source past its length
 
 
+class HostBlocks(grain.MapDataset):
+    """This host's share of the stream: from every `block` consecutive elements (one global batch)
+    the contiguous `part` at `index * part`. Concatenated in process order, the hosts' local batches
+    are exactly the global batch a single host builds (absent skipped samples, with decoding in
+    this process)."""
+
+    def __init__(self, parent: grain.MapDataset, block: int, part: int, index: int):
+        super().__init__(parent)
+        self._block, self._part, self._index = block, part, index
+        full, rest = divmod(len(parent), block)
+        self._length = full * part + max(0, min(part, rest - index * part))
+
+    def __len__(self) -> int:
+        return self._length
+
+    def __str__(self) -> str:
+        return f"HostBlocks(block={self._block}, part={self._part}, index={self._index})"
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.slice(index)
+        block, offset = divmod(index, self._part)
+        return self._parent[block * self._block + self._index * self._part + offset]
+
+
 class CountingBatchDataset(grain.IterDataset):
     """Fixed-size batches of examples; Skipped elements are dropped and counted per reason.
 
@@ -174,10 +202,10 @@ def build_dataset(source, transform: SampleTransform, options: PipelineOptions) 
     if options.shuffle:
         ds = ds.shuffle(seed=options.seed)
     ds = ds.repeat(options.num_epochs).random_map(transform, seed=options.seed)
-    ds = ds[options.process_index::options.process_count]
+    local_batch = options.global_batch_size // options.process_count
+    ds = HostBlocks(ds, options.global_batch_size, local_batch, options.process_index)
     read = grain.ReadOptions(num_threads=options.read_threads, prefetch_buffer_size=4 * options.read_threads)
-    batches = CountingBatchDataset(ds.to_iter_dataset(read), options.global_batch_size // options.process_count,
-                                   options.drop_remainder)
+    batches = CountingBatchDataset(ds.to_iter_dataset(read), local_batch, options.drop_remainder)
     if options.num_workers:
         _ensure_flags_parsed()
         batches = batches.mp_prefetch(grain.MultiprocessingOptions(

@@ -163,6 +163,18 @@ class MetricsLog:
             self.tensorboard.close()
 
 
+def optimizer_shardings(optimizer, params, replicated):
+    """Moments take their parameter's sharding (matched by the longest parameter path their own path
+    ends with); everything else (step counts) is replicated."""
+    by_path = {jax.tree_util.keystr(k): x.sharding for k, x in jax.tree_util.tree_flatten_with_path(params)[0]}
+
+    def place(path, leaf):
+        key = jax.tree_util.keystr(path)
+        matches = [p for p in by_path if key.endswith(p)]
+        return by_path[max(matches, key=len)] if matches else replicated
+    return jax.tree_util.tree_map_with_path(place, jax.eval_shape(optimizer.init, params))
+
+
 def compile_step(step_fn, state, batch_shapes, state_shardings, batch_shard):
     """AOT-compile the step before step 1 and report its memory and FLOPs."""
     jitted = jax.jit(step_fn, in_shardings=(state_shardings, batch_shard), out_shardings=(state_shardings, None),
@@ -199,8 +211,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
     total = config.train.total_steps
     optimizer, lr_schedule = make_optimizer(config.optim, total, params)
-    opt_state = jax.jit(optimizer.init)(params)
-    state = TrainState(jnp.zeros((), jnp.int32), params, opt_state)
+    replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+    opt_state = jax.jit(optimizer.init, out_shardings=optimizer_shardings(optimizer, params, replicated))(params)
+    state = TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated), params, opt_state)
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
     batch_shard = sharding.batch_sharding(mesh)
     step_fn = make_train_step(graphdef, rest, optimizer, lr_schedule, config.train.loss, config.train.accum_steps,

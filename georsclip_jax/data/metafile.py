@@ -7,6 +7,7 @@ all of a row's non-empty captions are returned and the pipeline picks one per sa
 
 from __future__ import annotations
 
+import json
 import os
 
 import pyarrow as pa
@@ -69,4 +70,44 @@ class MetafileSource:
         captions = [c for c in self.captions[i] if c is not None]
         return {"image": image, "captions": captions, "caption_is_json": False,
                 "origin": f"{self.path}:row {i} ({name})",
+                "problem": None if image is not None else "missing_image"}
+
+
+class KarpathyJsonSource:
+    """Image-caption training pairs from Karpathy-style `dataset_*.json` files (RSICD, RSITMD): the
+    images of one split, each with all its sentences (one is drawn per sample and epoch). Several
+    datasets concatenate (RET-2 = RSICD + RSITMD); filenames listed in `exclude` files (e.g.
+    RemoteCLIP's deduplication lists against the other dataset's test set) are left out."""
+
+    def __init__(self, json_paths: list[str], image_dirs: list[str], split: str = "train",
+                 exclude_files: list[str] = ()):
+        if len(json_paths) != len(image_dirs):
+            raise ValueError(f"{len(json_paths)} Karpathy JSON files but {len(image_dirs)} image folders")
+        excluded = set()
+        for path in exclude_files:
+            with open(path) as f:
+                excluded |= {line.strip() for line in f if line.strip()}
+        self.items = []
+        for json_path, image_dir in zip(json_paths, image_dirs):
+            if not os.path.isfile(json_path):
+                raise FileNotFoundError(f"Karpathy JSON not found: {json_path}")
+            with open(json_path) as f:
+                images = json.load(f)["images"]
+            self.items += [(os.path.join(image_dir, im["filename"]), [s["raw"] for s in im["sentences"]])
+                           for im in images if im["split"] == split and im["filename"] not in excluded]
+        self.description = f"{json_paths} split={split}"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __repr__(self) -> str:
+        return f"KarpathyJsonSource({self.description}, {len(self)} images)"
+
+    def __getitem__(self, i: int) -> dict:
+        path, captions = self.items[i]
+        image = None
+        if os.path.isfile(path):
+            with open(path, "rb") as f:
+                image = f.read()
+        return {"image": image, "captions": captions, "caption_is_json": False, "origin": path,
                 "problem": None if image is not None else "missing_image"}

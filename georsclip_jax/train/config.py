@@ -20,15 +20,17 @@ def base_config() -> ml_collections.ConfigDict:
     c.model = dict(name="ViT-B-32-quickgelu", init_from="", act="", dtype="float32", remat=False,
                    attention_impl="")
     c.data = dict(
-        kind="tar",                 # tar | metafile | array_record
-        train="",                   # tar: brace pattern(s), '::'-separated; array_record: glob; metafile: file
-        image_root="", image_column="filepath", caption_columns="title",
+        kind="tar",                 # tar | metafile | array_record | karpathy
+        train="",                   # tar: brace pattern(s), '::'-separated; array_record: glob;
+                                    # metafile: a file; karpathy: dataset_*.json files, '::'-separated
+        image_root="",              # metafile: its image folder; karpathy: one folder per JSON, '::'-separated
+        image_column="filepath", caption_columns="title", exclude="",  # karpathy: filename lists to drop
         augment="georsclip",        # georsclip | open_clip | none
         image_dtype="uint8", jpeg_draft=False, num_workers=0, max_pixels=89_478_485,
         synthetic=dict(train_samples=0, samples_per_shard=512, min_size=64, max_size=64,
                        eval_per_class=20, retrieval_images=60, selo_images=0),
     )
-    c.train = dict(global_batch_size=256, total_steps=1000, seed=0, loss="clip", accum_steps=1,
+    c.train = dict(global_batch_size=256, total_steps=1000, epochs=0.0, seed=0, loss="clip", accum_steps=1,
                    log_every=10, checkpoint_every=500, keep_checkpoints=3, async_checkpoints=True)
     c.optim = dict(lr=5e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, warmup_steps=100, schedule="cosine",
                    grad_clip_norm=0.0)
@@ -55,6 +57,8 @@ def data_files(data) -> list[str]:
         return [p for pattern in data.train.split("::") for p in expand_braces(pattern)]
     if data.kind == "array_record":
         return sorted(glob.glob(data.train))
+    if data.kind == "karpathy":
+        return data.train.split("::") + data.image_root.split("::")
     return [data.train]
 
 
@@ -78,8 +82,8 @@ def validate(config, device_count: int) -> None:
                          f"{train.global_batch_size} over {dp} data-parallel devices")
     if train.loss not in ("clip", "siglip"):
         raise ValueError(f"config.train.loss: {train.loss!r} is not 'clip' or 'siglip'")
-    if config.data.kind not in ("tar", "metafile", "array_record"):
-        raise ValueError(f"config.data.kind: {config.data.kind!r} is not tar, metafile or array_record")
+    if config.data.kind not in ("tar", "metafile", "array_record", "karpathy"):
+        raise ValueError(f"config.data.kind: {config.data.kind!r} is not tar, metafile, array_record or karpathy")
     if config.data.augment not in ("georsclip", "open_clip", "none"):
         raise ValueError(f"config.data.augment: {config.data.augment!r} is not georsclip, open_clip or none")
     if not config.data.synthetic.train_samples:

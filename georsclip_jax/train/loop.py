@@ -91,11 +91,14 @@ def make_source(data, train_path: str):
     import glob
 
     from georsclip_jax.data.array_record import ArrayRecordSource
-    from georsclip_jax.data.metafile import MetafileSource
+    from georsclip_jax.data.metafile import KarpathyJsonSource, MetafileSource
     from georsclip_jax.data.tar_shards import TarShardSource
 
     if data.kind == "array_record":
         return ArrayRecordSource(sorted(glob.glob(train_path)))
+    if data.kind == "karpathy":
+        return KarpathyJsonSource(train_path.split("::"), data.image_root.split("::"), "train",
+                                  [p for p in data.exclude.split("::") if p])
     if data.kind == "metafile":
         column = lambda c: int(c) if str(c).isdigit() else c
         return MetafileSource(train_path, data.image_root, column(data.image_column),
@@ -103,7 +106,7 @@ def make_source(data, train_path: str):
     return TarShardSource(train_path)
 
 
-def make_data_iterator(config, train_path: str, preprocess, mesh) -> DataIterator:
+def make_data_iterator(config, source, preprocess, mesh) -> DataIterator:
     data = config.data
     transform = SampleTransform(preprocess, augment=None if data.augment == "none" else data.augment,
                                 context_length=77, max_pixels=data.max_pixels, image_dtype=data.image_dtype,
@@ -111,8 +114,15 @@ def make_data_iterator(config, train_path: str, preprocess, mesh) -> DataIterato
     options = PipelineOptions(global_batch_size=config.train.global_batch_size, seed=config.train.seed,
                               num_workers=data.num_workers, process_index=jax.process_index(),
                               process_count=jax.process_count())
-    return DataIterator(build_dataset(make_source(data, train_path), transform, options),
+    return DataIterator(build_dataset(source, transform, options),
                         sharding=sharding.batch_sharding(mesh), prefetch=2)
+
+
+def total_steps(config, num_samples: int) -> int:
+    """`train.epochs` (if set) over the source's samples, else `train.total_steps`."""
+    if config.train.epochs:
+        return max(1, int(np.ceil(config.train.epochs * num_samples / config.train.global_batch_size)))
+    return config.train.total_steps
 
 
 def peak_flops(config) -> float | None:
@@ -209,7 +219,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     model = build_model(config, mesh)
     preprocess = model.preprocess
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
-    total = config.train.total_steps
+    source = make_source(config.data, paths["train"])
+    total = total_steps(config, len(source))
     optimizer, lr_schedule = make_optimizer(config.optim, total, params)
     replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
     opt_state = jax.jit(optimizer.init, out_shardings=optimizer_shardings(optimizer, params, replicated))(params)
@@ -221,7 +232,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints,
                                config.train.async_checkpoints)
-    batches = make_data_iterator(config, paths["train"], preprocess, mesh)
+    batches = make_data_iterator(config, source, preprocess, mesh)
     start = checkpoints.latest_step()
     if start is not None:
         state, data_state, _ = checkpoints.restore(start, abstract_like(state))

@@ -13,6 +13,7 @@ def get_config(arg: str = ""):
     c = base_config()
     c.model.name = "tiny"
     c.data.synthetic.train_samples = 4096
+    c.data.synthetic.val_samples = 256
     c.data.synthetic.samples_per_shard = 512
     c.data.synthetic.min_size, c.data.synthetic.max_size = 48, 80
     c.data.synthetic.eval_per_class = 20
@@ -26,6 +27,7 @@ def get_config(arg: str = ""):
     c.optim.warmup_steps = 20
     c.optim.weight_decay = 0.1
     c.eval.tasks = "zeroshot,retrieval"
+    c.eval.every_steps = 100
     c.eval.batch_size = 128
     c.export.open_clip = True
     if arg == "quick":

@@ -73,6 +73,7 @@ def test_demo_learns_and_writes_its_results(tmp_path):
     for name in ("EuroSAT", "RESISC45", "AID"):
         assert results["eval"][f"{name}-zeroshot-acc"] >= 80.0, results["eval"]  # chance: 10%
     assert results["eval"]["retrieval-mean-recall-rsitmd"] > 50.0
+    assert results["eval"]["val_loss"] < 0.75 * np.log(64)  # held-out loss well below chance (batch 64)
     assert (tmp_path / "loss.png").stat().st_size > 1000
     assert (tmp_path / "open_clip" / "open_clip_config.json").exists()
     assert os.listdir(tmp_path / "tensorboard")

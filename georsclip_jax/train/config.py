@@ -25,9 +25,10 @@ def base_config() -> ml_collections.ConfigDict:
                                     # metafile: a file; karpathy: dataset_*.json files, '::'-separated
         image_root="",              # metafile: its image folder; karpathy: one folder per JSON, '::'-separated
         image_column="filepath", caption_columns="title", exclude="",  # karpathy: filename lists to drop
+        val="",                     # held-out data of the same kind, for the validation loss
         augment="georsclip",        # georsclip | open_clip | none
         image_dtype="uint8", jpeg_draft=False, num_workers=0, max_pixels=89_478_485,
-        synthetic=dict(train_samples=0, samples_per_shard=512, min_size=64, max_size=64,
+        synthetic=dict(train_samples=0, val_samples=0, samples_per_shard=512, min_size=64, max_size=64,
                        eval_per_class=20, retrieval_images=60, selo_images=0),
     )
     c.train = dict(global_batch_size=256, total_steps=1000, epochs=0.0, seed=0, loss="clip", accum_steps=1,
@@ -36,6 +37,7 @@ def base_config() -> ml_collections.ConfigDict:
                    grad_clip_norm=0.0)
     c.mesh = dict(data=-1, fsdp=1)
     c.sharding = dict(rules="dp", fsdp_min_size=2**18)
+    # every_steps: validation loss (data.val) and the suite (data_root) every N steps, and at the end
     c.eval = dict(data_root="", tasks="zeroshot,retrieval", every_steps=0, batch_size=256, protocol="georsclip")
     c.export = dict(open_clip=False, loss_plot=True)
     return c
@@ -52,14 +54,14 @@ def unknown_keys(config, schema, prefix="config") -> list[str]:
     return out
 
 
-def data_files(data) -> list[str]:
+def data_files(data, path: str) -> list[str]:
     if data.kind == "tar":
-        return [p for pattern in data.train.split("::") for p in expand_braces(pattern)]
+        return [p for pattern in path.split("::") for p in expand_braces(pattern)]
     if data.kind == "array_record":
-        return sorted(glob.glob(data.train))
+        return sorted(glob.glob(path))
     if data.kind == "karpathy":
-        return data.train.split("::") + data.image_root.split("::")
-    return [data.train]
+        return path.split("::") + data.image_root.split("::")
+    return [path]
 
 
 def validate(config, device_count: int) -> None:
@@ -89,10 +91,12 @@ def validate(config, device_count: int) -> None:
     if not config.data.synthetic.train_samples:
         if not config.data.train:
             raise ValueError("config.data.train: no training data given")
-        missing = [p for p in data_files(config.data) if not glob.glob(p)]
-        if missing or not data_files(config.data):
-            raise ValueError(f"config.data.train: not found: {missing[0] if missing else config.data.train}")
+        for field in ("train", "val"):
+            path = config.data[field]
+            missing = [p for p in data_files(config.data, path) if not glob.glob(p)] if path else []
+            if missing or (path and not data_files(config.data, path)):
+                raise ValueError(f"config.data.{field}: not found: {missing[0] if missing else path}")
     if config.model.init_from and not os.path.exists(config.model.init_from):
         raise ValueError(f"config.model.init_from: not found: {config.model.init_from}")
-    if config.eval.every_steps and not (config.eval.data_root or config.data.synthetic.train_samples):
+    if config.eval.every_steps and not (config.eval.data_root or config.data.val or config.data.synthetic.train_samples):
         raise ValueError("config.eval.data_root: eval.every_steps is set but there is no eval data")

@@ -29,6 +29,7 @@ from georsclip_jax.models.layers import ModelOptions
 from georsclip_jax.train.config import validate
 from georsclip_jax.train.optim import make_optimizer
 from georsclip_jax.train.step import TrainState, make_train_step
+from georsclip_jax.train.validation import ValidationLoss
 
 log = logging.getLogger(__name__)
 
@@ -79,12 +80,16 @@ def synthetic_data(config, workdir: str) -> dict:
     if jax.process_index() == 0 and not os.path.exists(done):
         synthetic.write_rs5m_shards(os.path.join(root, "train"), syn.train_samples, syn.samples_per_shard,
                                     config.train.seed, (syn.min_size, syn.max_size))
+        if syn.val_samples:
+            synthetic.write_rs5m_shards(os.path.join(root, "val"), syn.val_samples, syn.samples_per_shard,
+                                        config.train.seed, (syn.min_size, syn.max_size), "val", stream=1)
         synthetic.write_test_data(os.path.join(root, "rs5m_test_data"), syn.eval_per_class, syn.retrieval_images,
                                   syn.selo_images, seed=config.train.seed + 1)
         open(done, "w").close()
     if jax.process_count() > 1:
         multihost_utils.sync_global_devices("synthetic data")
-    return {"train": os.path.join(root, "train", "*.tar"), "eval": os.path.join(root, "rs5m_test_data")}
+    return {"train": os.path.join(root, "train", "*.tar"), "eval": os.path.join(root, "rs5m_test_data"),
+            "val": os.path.join(root, "val", "*.tar") if syn.val_samples else ""}
 
 
 def make_source(data, train_path: str):
@@ -215,7 +220,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     validate(config, jax.device_count())
     mesh = sharding.make_mesh(dict(config.mesh))
     paths = synthetic_data(config, workdir) if config.data.synthetic.train_samples else {
-        "train": config.data.train, "eval": config.eval.data_root}
+        "train": config.data.train, "eval": config.eval.data_root, "val": config.data.val}
     model = build_model(config, mesh)
     preprocess = model.preprocess
     graphdef, params, rest = nnx.split(model, nnx.Param, ...)
@@ -244,6 +249,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         print("compiled train step:", json.dumps(report), flush=True)
 
     suite = make_suite(config, model, paths["eval"])
+    validation = (ValidationLoss(config, make_source(config.data, paths["val"]), preprocess, mesh, graphdef, rest)
+                  if paths["val"] else None)
     metrics_log = MetricsLog(workdir)
     preempted = Preempted()
     peak = peak_flops(config)
@@ -268,8 +275,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 history.append({"step": done, **metrics})
                 metrics_log.write(done, metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
-            if suite and config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
-                metrics_log.write(done, {f"eval/{k}": v for k, v in suite(state.params).items()})
+            if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
+                metrics_log.write(done, evaluate(suite, validation, state.params))
             bar.update(1)
             if preempted.flag or done % config.train.checkpoint_every == 0 or done == total:
                 checkpoints.save(done, state, batches.get_state(), {"step": done, "config": config.to_dict()},
@@ -284,13 +291,21 @@ def train_and_evaluate(config, workdir: str) -> dict:
         preempted.restore()
     results = {"steps": int(state.step), "preempted": preempted.flag, "compile": report,
                "last": history[-1] if history else {}}
-    if not preempted.flag and suite:
-        results["eval"] = suite(state.params)
-        metrics_log.write(int(state.step), {f"eval/{k}": v for k, v in results["eval"].items()})
+    if not preempted.flag and (suite or validation):
+        evaluation = evaluate(suite, validation, state.params)
+        results["eval"] = {k.removeprefix("eval/"): v for k, v in evaluation.items()}
+        metrics_log.write(int(state.step), evaluation)
     metrics_log.close()
     if jax.process_index() == 0 and not preempted.flag:
         finish(config, workdir, nnx.merge(graphdef, state.params, rest), results)
     return results
+
+
+def evaluate(suite, validation, params) -> dict:
+    out = {"eval/val_loss": validation(params)} if validation else {}
+    if suite:
+        out.update({f"eval/{k}": v for k, v in suite(params).items()})
+    return out
 
 
 def make_suite(config, model, eval_root: str):

@@ -36,21 +36,32 @@ def clamp_logit_scale(params):
         lambda key, leaf: jnp.clip(leaf, 0, MAX_LOGIT_SCALE) if param_path(key) == "logit_scale" else leaf, params)
 
 
-def make_train_step(graphdef, rest, optimizer, lr_schedule, loss: str = "clip", accum_steps: int = 1,
-                    mean=None, std=None):
-    """`rest` holds the non-trainable state; mean/std normalize uint8 batches on device."""
+def make_forward(graphdef, rest, mean=None, std=None):
+    """forward(params, batch) -> the model's output dict; uint8 images are normalized on device."""
     def forward(params, batch):
         model = nnx.merge(graphdef, params, rest)
         images = batch["image"]
         if images.dtype == jnp.uint8:
             images = normalize_pixels(images, mean, std)
         return model(images, batch["tokens"])
+    return forward
+
+
+def contrastive_loss(loss: str, out, image_features, text_features, mask, scale_gate=True):
+    """CLIP or SigLIP loss; `scale_gate` False stops the gradient into logit_scale / logit_bias."""
+    gate = (lambda x: x) if scale_gate is True else (lambda x: jnp.where(scale_gate, x, jax.lax.stop_gradient(x)))
+    if loss == "siglip":
+        return siglip_loss(image_features, text_features, gate(out["logit_scale"]), gate(out["logit_bias"]), mask)
+    return clip_loss(image_features, text_features, gate(out["logit_scale"]), mask)
+
+
+def make_train_step(graphdef, rest, optimizer, lr_schedule, loss: str = "clip", accum_steps: int = 1,
+                    mean=None, std=None):
+    """`rest` holds the non-trainable state; mean/std normalize uint8 batches on device."""
+    forward = make_forward(graphdef, rest, mean, std)
 
     def objective(out, image_features, text_features, mask, scale_gate=True):
-        gate = (lambda x: x) if scale_gate is True else (lambda x: jnp.where(scale_gate, x, jax.lax.stop_gradient(x)))
-        if loss == "siglip":
-            return siglip_loss(image_features, text_features, gate(out["logit_scale"]), gate(out["logit_bias"]), mask)
-        return clip_loss(image_features, text_features, gate(out["logit_scale"]), mask)
+        return contrastive_loss(loss, out, image_features, text_features, mask, scale_gate)
 
     def full_batch_grads(params, batch):
         def loss_fn(p):

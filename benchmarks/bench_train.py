@@ -44,7 +44,7 @@ def ours(model_name: str, batch: int, dtype: str):
 
     model = gj.create_model(model_name, options=gj.ModelOptions(dtype=dtype))
     mesh = sharding.make_mesh({"data": -1})
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
     optimizer, lr = make_optimizer(base_config().optim, 1000, params)
     state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
     state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
@@ -52,12 +52,12 @@ def ours(model_name: str, batch: int, dtype: str):
     data = jax.device_put({"image": images, "tokens": tokens, "mask": np.ones(batch, bool)},
                           sharding.batch_sharding(mesh))
     shardings = jax.tree.map(lambda x: x.sharding, state)
-    compiled, report = compile_step(make_train_step(graphdef, rest, optimizer, lr), state, data, shardings,
+    compiled, report = compile_step(make_train_step(graphdef, optimizer, lr), state, frozen, data, shardings,
                                     sharding.batch_sharding(mesh))
 
     def step():
         nonlocal state
-        state, metrics = compiled(state, data)
+        state, metrics = compiled(state, frozen, data)
         jax.block_until_ready(metrics["loss"])
     return step, report
 

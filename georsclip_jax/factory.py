@@ -15,6 +15,7 @@ from georsclip_jax.interop.params import abstract_model, check_params, flat_para
 from georsclip_jax.models.clip import CLIP
 from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig, get_model_config
 from georsclip_jax.models.layers import ModelOptions
+from georsclip_jax.models.lora import merge_lora
 
 OUR_CONFIG = "georsclip_config.json"
 OUR_WEIGHTS = "params.safetensors"
@@ -97,7 +98,9 @@ def _resolve_config(named: CLIPConfig | None, ckpt: checkpoints.Checkpoint, act:
 # ---- our own format -------------------------------------------------------------------------------
 
 def save_pretrained(model: CLIP, directory: str | Path) -> Path:
-    """Config (architecture, activation, preprocessing) + parameters, loadable by create_model."""
+    """Config (architecture, activation, preprocessing) + parameters, loadable by create_model.
+    LoRA adapters are merged into the kernels (`save_adapter` keeps them apart)."""
+    model = merge_lora(model)
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     safetensors_io.save(directory / OUR_WEIGHTS, flat_params(model), {"format": "georsclip_jax"})
@@ -129,6 +132,8 @@ def _write_json(path: Path, obj) -> None:
 # ---- export to PyTorch ecosystems -------------------------------------------------------------------
 
 def open_clip_state_dict(model: CLIP) -> dict[str, np.ndarray]:
+    """open_clip's state dict; LoRA adapters are merged into the kernels (open_clip has none)."""
+    model = merge_lora(model)
     return open_clip.from_ours({k: np.asarray(v, np.float32) for k, v in flat_params(model).items()})
 
 

@@ -103,8 +103,26 @@ def param_path(key) -> str:
                     if not isinstance(k, jax.tree_util.GetAttrKey))
 
 
+def lora_spec(path: str, shapes: dict, rules, mesh, fsdp_min_size: int) -> P:
+    """A LoRA factor follows its base kernel [in, out]: A [in, r] takes the kernel's input-axis split,
+    B [r, out] its output-axis split, so x·A·B comes out laid out as x·W and needs no resharding;
+    the rank axis is never split."""
+    layer, factor = path.rsplit("/lora/", 1)
+    a, b = shapes[f"{layer}/lora/lora_a"], shapes[f"{layer}/lora/lora_b"]
+    kernel = spec_for(f"{layer}/kernel", (a[0], b[1]), rules, mesh, fsdp_min_size)
+    kernel = tuple(kernel) + (None,) * (2 - len(kernel))
+    return P(kernel[0], None) if factor == "lora_a" else P(None, kernel[1])
+
+
 def param_shardings(state, mesh, rules="dp", fsdp_min_size: int = 2**18):
-    """A State of NamedShardings mirroring `state` (abstract or concrete)."""
+    """A State of NamedShardings mirroring `state` (abstract or concrete). Rules place base
+    parameters; LoRA adapters (`.../lora/lora_a|lora_b`) follow their base kernel (`lora_spec`)."""
+    flat = jax.tree_util.tree_flatten_with_path(state)[0]
+    shapes = {param_path(key): tuple(leaf.shape) for key, leaf in flat}
+
     def place(key, leaf):
-        return NamedSharding(mesh, spec_for(param_path(key), tuple(leaf.shape), rules, mesh, fsdp_min_size))
+        path = param_path(key)
+        if "/lora/" in path:
+            return NamedSharding(mesh, lora_spec(path, shapes, rules, mesh, fsdp_min_size))
+        return NamedSharding(mesh, spec_for(path, tuple(leaf.shape), rules, mesh, fsdp_min_size))
     return jax.tree_util.tree_map_with_path(place, state)

@@ -35,6 +35,16 @@ def perturbed_open_clip(model_cfg: dict, seed: int = 0):
     return model
 
 
+def hf_embeddings(model, pixels: np.ndarray, tokens: np.ndarray) -> list[np.ndarray]:
+    """Normalized image and text embeddings of a transformers CLIPModel for NHWC pixels and tokens."""
+    import torch
+
+    with torch.no_grad():
+        img = model.get_image_features(pixel_values=torch.from_numpy(pixels.transpose(0, 3, 1, 2)))
+        txt = model.get_text_features(input_ids=torch.from_numpy(tokens.astype(np.int64)))
+    return [np.asarray(torch.nn.functional.normalize(t, dim=-1)) for t in (img, txt)]
+
+
 def synthetic_photo(width: int, height: int, seed: int) -> np.ndarray:
     """Smooth colour fields with edges and noise: a JPEG-friendly stand-in for an aerial photo."""
     rng = np.random.default_rng(seed)

@@ -10,6 +10,7 @@ from transformers import CLIPConfig as HFConfig
 from transformers import CLIPModel
 
 import georsclip_jax as gj
+from conftest import hf_embeddings
 
 TOL = 1e-5
 
@@ -35,13 +36,6 @@ def _inputs(captions, image_size):
     return pixels, gj.get_tokenizer()(captions[:3])
 
 
-def _hf_embeddings(model: CLIPModel, pixels, tokens):
-    with torch.no_grad():
-        img = model.get_image_features(pixel_values=torch.from_numpy(pixels.transpose(0, 3, 1, 2)))
-        txt = model.get_text_features(input_ids=torch.from_numpy(tokens.astype(np.int64)))
-    return [np.asarray(torch.nn.functional.normalize(t, dim=-1)) for t in (img, txt)]
-
-
 def _our_embeddings(model, pixels, tokens):
     return [np.asarray(model.encode_image(pixels, normalize=True)), np.asarray(model.encode_text(tokens, normalize=True))]
 
@@ -53,7 +47,7 @@ def test_hf_to_ours(act, tmp_path, captions):
     ours = gj.create_model(pretrained=tmp_path / "hf")
     assert ours.config.act == act and ours.config.vision.heads == 3
     pixels, tokens = _inputs(captions, 48)
-    for a, b in zip(_our_embeddings(ours, pixels, tokens), _hf_embeddings(ref, pixels, tokens)):
+    for a, b in zip(_our_embeddings(ours, pixels, tokens), hf_embeddings(ref, pixels, tokens)):
         np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
 
 
@@ -63,7 +57,7 @@ def test_hf_bin_format(tmp_path, captions):
     assert (tmp_path / "hf" / "pytorch_model.bin").is_file()
     ours = gj.create_model(pretrained=tmp_path / "hf")
     pixels, tokens = _inputs(captions, 48)
-    np.testing.assert_allclose(_our_embeddings(ours, pixels, tokens)[1], _hf_embeddings(ref, pixels, tokens)[1],
+    np.testing.assert_allclose(_our_embeddings(ours, pixels, tokens)[1], hf_embeddings(ref, pixels, tokens)[1],
                                atol=TOL, rtol=0)
 
 
@@ -73,7 +67,7 @@ def test_ours_to_hf(name, tmp_path, captions):
     gj.export_hf(ours, tmp_path / "export")
     loaded = CLIPModel.from_pretrained(tmp_path / "export").eval()
     pixels, tokens = _inputs(captions, ours.config.vision.image_size)
-    for a, b in zip(_our_embeddings(ours, pixels, tokens), _hf_embeddings(loaded, pixels, tokens)):
+    for a, b in zip(_our_embeddings(ours, pixels, tokens), hf_embeddings(loaded, pixels, tokens)):
         np.testing.assert_allclose(a, b, atol=TOL, rtol=0)
     np.testing.assert_allclose(loaded.logit_scale.item(), float(ours.logit_scale[...]), rtol=1e-7)
 

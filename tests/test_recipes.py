@@ -17,7 +17,7 @@ from georsclip_jax.data.synthetic import write_rs5m_shards, write_test_data
 from georsclip_jax.train.config import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = ["demo", "georsclip_rs5m_vitb32", "georsclip_rs5m_vith14", "ret2_finetune_vitb32"]
+RECIPES = ["demo", "georsclip_rs5m_vitb32", "georsclip_rs5m_vith14", "ret2_finetune_vitb32", "lora_rs5m_vitb32"]
 
 
 def load(name):

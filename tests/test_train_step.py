@@ -83,8 +83,8 @@ def test_accumulation_equals_the_full_batch(accum_steps):
     optimizer, lr = make_optimizer(optim, 10, params)
     state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
     data = batch(16, seed=3)
-    full_state, full = jax.jit(make_train_step(graphdef, rest, optimizer, lr))(state, data)
-    acc_state, acc = jax.jit(make_train_step(graphdef, rest, optimizer, lr, accum_steps=accum_steps))(state, data)
+    full_state, full = jax.jit(make_train_step(graphdef, optimizer, lr))(state, rest, data)
+    acc_state, acc = jax.jit(make_train_step(graphdef, optimizer, lr, accum_steps=accum_steps))(state, rest, data)
     assert abs(float(acc["loss"]) - float(full["loss"])) < 1e-6
     assert abs(float(acc["grad_norm"]) - float(full["grad_norm"])) < 1e-5
     for a, b in zip(jax.tree.leaves(acc_state.params), jax.tree.leaves(full_state.params)):

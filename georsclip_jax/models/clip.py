@@ -18,6 +18,16 @@ def l2_normalize(x: jax.Array) -> jax.Array:
     return x / jnp.maximum(jnp.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
 
 
+TEXT_TOWER_ROOTS = ("token_embedding", "positional_embedding", "transformer", "ln_final", "text_projection")
+
+
+def tower(path: str) -> str | None:
+    """'image' for `visual/...`, 'text' for the text tower's top-level paths, None for the shared
+    `logit_scale` / `logit_bias`."""
+    root = path.split("/", 1)[0]
+    return "image" if root == "visual" else "text" if root in TEXT_TOWER_ROOTS else None
+
+
 class CLIP(TextTower):
     """open_clip's `CLIP`; parameter paths equal its state-dict names (see interop/open_clip.py)."""
 

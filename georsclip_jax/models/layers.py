@@ -43,9 +43,23 @@ def activation(name: str):
 TORCH_LINEAR_INIT = jax.nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform")
 
 
-def linear(d_in: int, d_out: int, opts: ModelOptions, rngs: nnx.Rngs, init=None) -> nnx.Linear:
+class Linear(nnx.Linear):
+    """nnx.Linear plus an optional low-rank adapter (`models/lora.py`) whose output is added to its own.
+
+    The adapter lives at `<path>/lora/...`, so the base kernel keeps its open_clip path."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.lora = nnx.data(None)  # a data slot: an adapter may be attached later
+
+    def __call__(self, x: jax.Array) -> jax.Array:
+        y = super().__call__(x)
+        return y if self.lora is None else y + self.lora(x)
+
+
+def linear(d_in: int, d_out: int, opts: ModelOptions, rngs: nnx.Rngs, init=None) -> Linear:
     """Dense layer (kernel [in, out], zero bias); PyTorch's default init unless `init` is given."""
-    return nnx.Linear(
+    return Linear(
         d_in, d_out, dtype=opts.dtype, param_dtype=opts.param_dtype,
         kernel_init=init or TORCH_LINEAR_INIT, rngs=rngs,
     )

@@ -35,6 +35,11 @@ def base_config() -> ml_collections.ConfigDict:
                    log_every=10, checkpoint_every=500, keep_checkpoints=3, async_checkpoints=True)
     c.optim = dict(lr=5e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, warmup_steps=100, schedule="cosine",
                    grad_clip_norm=0.0)
+    # Which parameters train (train/partition.py); lora.rank > 0 attaches adapters (models/lora.py).
+    c.peft = dict(trainable="all", lock_image=False, lock_image_unlocked_groups=0, lock_text=False,
+                  lock_text_unlocked_layers=0,
+                  lora=dict(rank=0, alpha=16.0, dropout=0.0, targets="attn/in_proj,attn/out_proj,mlp/c_fc,mlp/c_proj",
+                            towers="image,text"))
     c.mesh = dict(data=-1, fsdp=1)
     c.sharding = dict(rules="dp", fsdp_min_size=2**18)
     # every_steps: validation loss (data.val) and the suite (data_root) every N steps, and at the end
@@ -67,6 +72,7 @@ def data_files(data, path: str) -> list[str]:
 def validate(config, device_count: int) -> None:
     """Raises ValueError naming the first bad field."""
     from georsclip_jax.sharding import BATCH_AXES, mesh_shape
+    from georsclip_jax.train.partition import validate_peft
 
     bad = unknown_keys(config, base_config())
     if bad:
@@ -84,6 +90,7 @@ def validate(config, device_count: int) -> None:
                          f"{train.global_batch_size} over {dp} data-parallel devices")
     if train.loss not in ("clip", "siglip"):
         raise ValueError(f"config.train.loss: {train.loss!r} is not 'clip' or 'siglip'")
+    validate_peft(config.peft)
     if config.data.kind not in ("tar", "metafile", "array_record", "karpathy"):
         raise ValueError(f"config.data.kind: {config.data.kind!r} is not tar, metafile, array_record or karpathy")
     if config.data.augment not in ("georsclip", "open_clip", "none"):

@@ -1,7 +1,9 @@
 """`train_and_evaluate(config, workdir)`: the whole training run, resumable by re-running it.
 
 Order of work: validate the config; build the mesh; build the model with parameters born sharded
-(or converted weights placed straight into their shardings); build the optimizer state under jit;
+(or converted weights placed straight into their shardings); attach LoRA adapters if asked; split
+the state into the trainable and the frozen partition (train/partition.py); build the optimizer state
+of the trainable one under jit;
 open the data pipeline; restore the newest checkpoint (train state + data-iterator state) if any;
 AOT-compile the step and print its memory report; train with a progress bar, JSONL + TensorBoard
 metrics, periodic checkpoints and evals; save on SIGTERM and exit cleanly.
@@ -21,13 +23,16 @@ import numpy as np
 from flax import nnx
 
 from georsclip_jax import sharding
+from georsclip_jax.adapters import base_fingerprint, save_adapter
 from georsclip_jax.checkpoint import Checkpointer, abstract_like
 from georsclip_jax.data.pipeline import DataIterator, PipelineOptions, SampleTransform, build_dataset
 from georsclip_jax.models.clip import CLIP
 from georsclip_jax.models.configs import get_model_config
 from georsclip_jax.models.layers import ModelOptions
+from georsclip_jax.models.lora import LoRAParam, add_lora
 from georsclip_jax.train.config import validate
 from georsclip_jax.train.optim import make_optimizer
+from georsclip_jax.train.partition import lora_config, split_trainable
 from georsclip_jax.train.step import TrainState, make_train_step
 from georsclip_jax.train.validation import ValidationLoss
 
@@ -66,6 +71,16 @@ def build_model(config, mesh) -> CLIP:
     shardings = sharding.param_shardings(abstract_state, mesh, rules, min_size)
     init = lambda: nnx.state(CLIP(model_config, options, rngs=nnx.Rngs(config.train.seed)))
     return nnx.merge(graphdef, jax.jit(init, out_shardings=shardings)())
+
+
+def attach_lora(model: CLIP, config, mesh) -> None:
+    """Adapters from `config.peft.lora`, placed in the shardings their base kernels dictate
+    (`sharding.lora_spec`). They are small: made on the host with the run's seed (the same on every
+    process), then put in place."""
+    add_lora(model, lora_config(config.peft), nnx.Rngs(config.train.seed))
+    adapters = nnx.state(model, LoRAParam)
+    shardings = sharding.param_shardings(adapters, mesh, config.sharding.rules, config.sharding.fsdp_min_size)
+    nnx.update(model, jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), adapters, shardings))
 
 
 def synthetic_data(config, workdir: str) -> dict:
@@ -190,11 +205,13 @@ def optimizer_shardings(optimizer, params, replicated):
     return jax.tree_util.tree_map_with_path(place, jax.eval_shape(optimizer.init, params))
 
 
-def compile_step(step_fn, state, batch_shapes, state_shardings, batch_shard):
-    """AOT-compile the step before step 1 and report its memory and FLOPs."""
-    jitted = jax.jit(step_fn, in_shardings=(state_shardings, batch_shard), out_shardings=(state_shardings, None),
-                     donate_argnums=0)
-    compiled = jitted.lower(state, batch_shapes).compile()
+def compile_step(step_fn, state, frozen, batch_shapes, state_shardings, batch_shard):
+    """AOT-compile the step before step 1 and report its memory and FLOPs. The train state is donated;
+    the frozen partition is only read."""
+    frozen_shardings = jax.tree.map(lambda x: x.sharding, frozen)
+    jitted = jax.jit(step_fn, in_shardings=(state_shardings, frozen_shardings, batch_shard),
+                     out_shardings=(state_shardings, None), donate_argnums=0)
+    compiled = jitted.lower(state, frozen, batch_shapes).compile()
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
@@ -222,8 +239,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     paths = synthetic_data(config, workdir) if config.data.synthetic.train_samples else {
         "train": config.data.train, "eval": config.eval.data_root, "val": config.data.val}
     model = build_model(config, mesh)
+    base = base_fingerprint(model)
+    adapters = lora_config(config.peft)
+    if adapters:
+        attach_lora(model, config, mesh)
     preprocess = model.preprocess
-    graphdef, params, rest = nnx.split(model, nnx.Param, ...)
+    graphdef, params, frozen = split_trainable(model, config.peft)
     source = make_source(config.data, paths["train"])
     total = total_steps(config, len(source))
     optimizer, lr_schedule = make_optimizer(config.optim, total, params)
@@ -232,25 +253,32 @@ def train_and_evaluate(config, workdir: str) -> dict:
     state = TrainState(jax.device_put(jnp.zeros((), jnp.int32), replicated), params, opt_state)
     state_shardings = jax.tree.map(lambda x: x.sharding, state)
     batch_shard = sharding.batch_sharding(mesh)
-    step_fn = make_train_step(graphdef, rest, optimizer, lr_schedule, config.train.loss, config.train.accum_steps,
-                              preprocess.mean, preprocess.std)
+    step_fn = make_train_step(graphdef, optimizer, lr_schedule, config.train.loss, config.train.accum_steps,
+                              preprocess.mean, preprocess.std,
+                              dropout_seed=config.train.seed if adapters and adapters.dropout else None)
 
     checkpoints = Checkpointer(os.path.join(workdir, "checkpoints"), config.train.keep_checkpoints,
                                config.train.async_checkpoints)
     batches = make_data_iterator(config, source, preprocess, mesh)
     start = checkpoints.latest_step()
     if start is not None:
-        state, data_state, _ = checkpoints.restore(start, abstract_like(state))
+        state, data_state, meta = checkpoints.restore(start, abstract_like(state))
+        if meta.get("base_fingerprint", base) != base:
+            raise ValueError(f"{checkpoints.directory}/{start}: this checkpoint was trained from another base "
+                             f"model than config.model.init_from gives now")
         batches.set_state(data_state)
         log.info("resumed from step %d", start)
-    compiled, report = compile_step(step_fn, state, batch_structs(config, preprocess, batch_shard),
+    compiled, report = compile_step(step_fn, state, frozen, batch_structs(config, preprocess, batch_shard),
                                     state_shardings, batch_shard)
+    report["trainable_params"] = sum(x.size for x in jax.tree.leaves(params))
+    report["frozen_params"] = sum(x.size for x in jax.tree.leaves(frozen))
     if jax.process_index() == 0:
         print("compiled train step:", json.dumps(report), flush=True)
 
     suite = make_suite(config, model, paths["eval"])
-    validation = (ValidationLoss(config, make_source(config.data, paths["val"]), preprocess, mesh, graphdef, rest)
+    validation = (ValidationLoss(config, make_source(config.data, paths["val"]), preprocess, mesh, graphdef)
                   if paths["val"] else None)
+    evaluate = lambda params: run_evals(suite, validation, graphdef, params, frozen)
     metrics_log = MetricsLog(workdir)
     preempted = Preempted()
     peak = peak_flops(config)
@@ -261,7 +289,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     try:
         for step in range(first, total):
             batch = next(batches)
-            state, metrics = compiled(state, {k: batch[k] for k in ("image", "tokens", "mask")})
+            state, metrics = compiled(state, frozen, {k: batch[k] for k in ("image", "tokens", "mask")})
             done = step + 1
             if done % config.train.log_every == 0 or done == total:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
@@ -276,11 +304,11 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 metrics_log.write(done, metrics)
                 bar.set_postfix(loss=f"{metrics['loss']:.3f}")
             if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
-                metrics_log.write(done, evaluate(suite, validation, state.params))
+                metrics_log.write(done, evaluate(state.params))
             bar.update(1)
             if preempted.flag or done % config.train.checkpoint_every == 0 or done == total:
-                checkpoints.save(done, state, batches.get_state(), {"step": done, "config": config.to_dict()},
-                                 force=True)
+                checkpoints.save(done, state, batches.get_state(),
+                                 {"step": done, "config": config.to_dict(), "base_fingerprint": base}, force=True)
             if preempted.flag:
                 break
     finally:
@@ -292,19 +320,34 @@ def train_and_evaluate(config, workdir: str) -> dict:
     results = {"steps": int(state.step), "preempted": preempted.flag, "compile": report,
                "last": history[-1] if history else {}}
     if not preempted.flag and (suite or validation):
-        evaluation = evaluate(suite, validation, state.params)
+        evaluation = evaluate(state.params)
         results["eval"] = {k.removeprefix("eval/"): v for k, v in evaluation.items()}
         metrics_log.write(int(state.step), evaluation)
     metrics_log.close()
-    if jax.process_index() == 0 and not preempted.flag:
-        finish(config, workdir, nnx.merge(graphdef, state.params, rest), results)
+    if not preempted.flag:
+        exports = config.export.open_clip or lora_config(config.peft) is not None
+        params, frozen = host_copy((state.params, frozen)) if exports else (state.params, frozen)
+        if jax.process_index() == 0:
+            finish(config, workdir, nnx.merge(graphdef, params, frozen), results, base)
     return results
 
 
-def evaluate(suite, validation, params) -> dict:
-    out = {"eval/val_loss": validation(params)} if validation else {}
+def host_copy(tree):
+    """Arrays split across processes gathered whole onto every host (a collective: all processes call
+    it), so process 0 can export them; single-process arrays pass through."""
+    if jax.process_count() == 1:
+        return tree
+    from jax.experimental import multihost_utils
+
+    return multihost_utils.process_allgather(tree, tiled=True)
+
+
+def run_evals(suite, validation, graphdef, params, frozen) -> dict:
+    """Validation loss and the eval suite on the current parameters (both partitions)."""
+    out = {"eval/val_loss": validation(params, frozen)} if validation else {}
     if suite:
-        out.update({f"eval/{k}": v for k, v in suite(params).items()})
+        every_param = nnx.state(nnx.merge(graphdef, params, frozen), nnx.Param)
+        out.update({f"eval/{k}": v for k, v in suite(every_param).items()})
     return out
 
 
@@ -317,12 +360,14 @@ def make_suite(config, model, eval_root: str):
     return Suite(model, eval_root, tasks, config.eval.batch_size, config.eval.protocol) if tasks else None
 
 
-def finish(config, workdir: str, model, results: dict):
-    """results.json, the loss curve as PNG, and the open_clip export."""
+def finish(config, workdir: str, model, results: dict, base: str):
+    """results.json, the loss curve as PNG, the adapters (if any) and the open_clip export (merged)."""
     from georsclip_jax.train.plot import plot_loss
 
     if config.export.loss_plot:
         plot_loss(os.path.join(workdir, "metrics.jsonl"), os.path.join(workdir, "loss.png"))
+    if lora_config(config.peft):
+        results["adapter"] = str(save_adapter(model, os.path.join(workdir, "adapter"), base))
     if config.export.open_clip:
         from georsclip_jax.factory import export_open_clip
 

@@ -18,6 +18,7 @@ import optax
 from flax import nnx
 
 from georsclip_jax.losses import clip_loss, siglip_loss
+from georsclip_jax.models.lora import seed_dropout
 from georsclip_jax.sharding import param_path
 from georsclip_jax.transforms import normalize_pixels
 
@@ -26,7 +27,7 @@ MAX_LOGIT_SCALE = float(jnp.log(100.0))
 
 class TrainState(NamedTuple):
     step: jax.Array
-    params: Any     # nnx.State of the trainable parameters
+    params: Any     # nnx.State of the trainable partition (train/partition.py)
     opt_state: Any
 
 
@@ -36,10 +37,15 @@ def clamp_logit_scale(params):
         lambda key, leaf: jnp.clip(leaf, 0, MAX_LOGIT_SCALE) if param_path(key) == "logit_scale" else leaf, params)
 
 
-def make_forward(graphdef, rest, mean=None, std=None):
-    """forward(params, batch) -> the model's output dict; uint8 images are normalized on device."""
-    def forward(params, batch):
-        model = nnx.merge(graphdef, params, rest)
+def make_forward(graphdef, mean=None, std=None):
+    """forward(params, frozen, batch, key=None) -> the model's output dict.
+
+    `params` and `frozen` are the two partitions of the model state; uint8 images are normalized on
+    device; `key`, if given, turns on the LoRA adapters' dropout."""
+    def forward(params, frozen, batch, key=None):
+        model = nnx.merge(graphdef, params, frozen)
+        if key is not None:
+            seed_dropout(model, key)
         images = batch["image"]
         if images.dtype == jnp.uint8:
             images = normalize_pixels(images, mean, std)
@@ -55,30 +61,37 @@ def contrastive_loss(loss: str, out, image_features, text_features, mask, scale_
     return clip_loss(image_features, text_features, gate(out["logit_scale"]), mask)
 
 
-def make_train_step(graphdef, rest, optimizer, lr_schedule, loss: str = "clip", accum_steps: int = 1,
-                    mean=None, std=None):
-    """`rest` holds the non-trainable state; mean/std normalize uint8 batches on device."""
-    forward = make_forward(graphdef, rest, mean, std)
+def make_train_step(graphdef, optimizer, lr_schedule, loss: str = "clip", accum_steps: int = 1,
+                    mean=None, std=None, dropout_seed: int | None = None):
+    """train_step(state, frozen, batch): gradients only for `state.params` (the trainable partition);
+    `frozen` is read, never updated. mean/std normalize uint8 batches on device; `dropout_seed` (for
+    LoRA dropout) gives step s, micro-batch i the key fold_in(fold_in(key(seed), s), i)."""
+    forward = make_forward(graphdef, mean, std)
 
     def objective(out, image_features, text_features, mask, scale_gate=True):
         return contrastive_loss(loss, out, image_features, text_features, mask, scale_gate)
 
-    def full_batch_grads(params, batch):
+    def full_batch_grads(params, frozen, batch, key):
         def loss_fn(p):
-            out = forward(p, batch)
+            out = forward(p, frozen, batch, key)
             return objective(out, out["image_features"], out["text_features"], batch["mask"]), out
         (value, out), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         return value, grads, out["logit_scale"]
 
-    def accumulated_grads(params, batch):
+    def accumulated_grads(params, frozen, batch, key):
         micro = jax.tree.map(lambda x: x.reshape(accum_steps, -1, *x.shape[1:]), batch)
-        frozen = jax.lax.stop_gradient(params)
-        cached = jax.lax.map(lambda mb: (lambda o: (o["image_features"], o["text_features"]))(forward(frozen, mb)), micro)
+        micro_key = lambda i: None if key is None else jax.random.fold_in(key, i)
+        constant = jax.lax.stop_gradient(params)
+
+        def features(i):
+            out = forward(constant, frozen, jax.tree.map(lambda x: x[i], micro), micro_key(i))
+            return out["image_features"], out["text_features"]
+        cached = jax.lax.map(features, jnp.arange(accum_steps))
         flat = lambda x: x.reshape(-1, x.shape[-1])
 
         def body(grads, i):
             def loss_fn(p):
-                out = forward(p, jax.tree.map(lambda x: x[i], micro))
+                out = forward(p, frozen, jax.tree.map(lambda x: x[i], micro), micro_key(i))
                 images = flat(cached[0].at[i].set(out["image_features"]))
                 texts = flat(cached[1].at[i].set(out["text_features"]))
                 return objective(out, images, texts, batch["mask"], scale_gate=i == 0), out["logit_scale"]
@@ -89,8 +102,10 @@ def make_train_step(graphdef, rest, optimizer, lr_schedule, loss: str = "clip", 
         grads, (values, scales) = jax.lax.scan(body, zeros, jnp.arange(accum_steps))
         return values[0], grads, scales[0]
 
-    def train_step(state: TrainState, batch: dict):
-        value, grads, scale = (accumulated_grads if accum_steps > 1 else full_batch_grads)(state.params, batch)
+    def train_step(state: TrainState, frozen, batch: dict):
+        key = None if dropout_seed is None else jax.random.fold_in(jax.random.key(dropout_seed), state.step)
+        value, grads, scale = (accumulated_grads if accum_steps > 1 else full_batch_grads)(
+            state.params, frozen, batch, key)
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = clamp_logit_scale(optax.apply_updates(state.params, updates))
         metrics = {"loss": value, "grad_norm": optax.tree.norm(grads), "lr": lr_schedule(state.step),

@@ -20,7 +20,7 @@ from georsclip_jax.train.step import contrastive_loss, make_forward
 
 
 class ValidationLoss:
-    def __init__(self, config, source, preprocess, mesh, graphdef, rest):
+    def __init__(self, config, source, preprocess, mesh, graphdef):
         self.batch = config.train.global_batch_size
         self.local = self.batch // jax.process_count()
         self.num_batches = math.ceil(len(source) / self.batch)
@@ -31,10 +31,10 @@ class ValidationLoss:
                                   process_index=jax.process_index(), process_count=jax.process_count())
         self.dataset = build_dataset(source, transform, options)
         self.sharding = sharding.batch_sharding(mesh)
-        forward = make_forward(graphdef, rest, preprocess.mean, preprocess.std)
+        forward = make_forward(graphdef, preprocess.mean, preprocess.std)
 
-        def weighted_loss(params, batch):
-            out = forward(params, batch)
+        def weighted_loss(params, frozen, batch):
+            out = forward(params, frozen, batch)
             rows = batch["mask"].sum()
             value = contrastive_loss(config.train.loss, out, out["image_features"], out["text_features"], batch["mask"])
             return value * rows, rows
@@ -44,13 +44,14 @@ class ValidationLoss:
         image = np.zeros((self.local, self.size, self.size, 3), np.uint8 if self.uint8 else np.float32)
         return {"image": image, "tokens": np.zeros((self.local, 77), np.int32), "mask": np.zeros(self.local, bool)}
 
-    def __call__(self, params) -> float:
+    def __call__(self, params, frozen) -> float:
+        """params, frozen: the trainer's two partitions of the model state."""
         batches = DataIterator(self.dataset)
         total, rows = 0.0, 0
         for _ in range(self.num_batches):
             batch = next(batches, None)
             batch = self.padding() if batch is None else {k: batch[k] for k in ("image", "tokens", "mask")}
-            value, count = self._loss(params, to_global(batch, self.sharding))
+            value, count = self._loss(params, frozen, to_global(batch, self.sharding))
             total, rows = total + float(value), rows + int(count)
         batches.close()
         return total / max(rows, 1)

@@ -37,7 +37,8 @@ def base_fingerprint(model: CLIP) -> str:
     flat = nnx.to_flat_state(nnx.state(model, is_base))
     sample = lambda x: x[tuple(slice(None, None, max(1, d // 4)) for d in x.shape)]
     samples = jax.jit(lambda leaves: [sample(x) for x in leaves])([v.get_value() for _, v in flat])
-    samples = multihost_utils.process_allgather(samples) if jax.process_count() > 1 else jax.device_get(samples)
+    samples = (multihost_utils.process_allgather(samples, tiled=True) if jax.process_count() > 1
+               else jax.device_get(samples))
     digest = hashlib.sha256()
     for (key, variable), values in zip(flat, samples):
         value = variable.get_value()

@@ -109,6 +109,7 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
                                             "data-parallel size 8"),
     ("--config.data.train=/nope/x-{0000..0001}.tar", "error: config.data.train: not found: /nope/x-0000.tar"),
     ("--config.mesh.data=16", "error: config.mesh: {'data': 16, 'fsdp': 1} needs 16 devices, but 8 are available"),
+    ("--config.peft.trainable=lora", "error: config.peft.lora.rank: 'lora' is trainable but no adapters are attached"),
 ])
 def test_bad_configs_stop_with_one_line(tmp_path, override, message):
     extra = ["--config.data.synthetic.train_samples=0"] if "data.train" in override else []
@@ -128,8 +129,24 @@ def test_unknown_key_in_a_recipe_file_is_named(tmp_path):
     assert result.stderr.strip().splitlines()[-1] == "error: config.optim.learning_rate: unknown config key"
 
 
-def test_two_processes_equal_one_process(tmp_path):
-    overrides = [*SMALL, "--config.train.total_steps=4", "--config.train.checkpoint_every=4"]
+LORA_ON_FSDP = ["--config.peft.trainable=lora", "--config.peft.lora.rank=4", "--config.peft.lora.dropout=0.1",
+                "--config.mesh.data=1", "--config.mesh.fsdp=-1", "--config.sharding.rules=fsdp",
+                "--config.sharding.fsdp_min_size=1"]
+
+
+def saved_base(directory, seed: int) -> str:
+    import georsclip_jax as gj
+
+    return str(gj.save_pretrained(gj.create_model("tiny", seed=seed), directory))
+
+
+@pytest.mark.parametrize("peft", [[], LORA_ON_FSDP], ids=["full", "lora_fsdp"])
+def test_two_processes_equal_one_process(tmp_path, peft):
+    """Also LoRA on a converted base, every base weight and adapter split over an fsdp axis spanning
+    both processes: the checkpoints hold the adapters only, the adapter files load onto that base, and
+    resuming with another base stops with one line."""
+    base = [f"--config.model.init_from={saved_base(tmp_path / 'base', seed=7)}"] if peft else []
+    overrides = [*SMALL, "--config.train.total_steps=4", "--config.train.checkpoint_every=4", *peft, *base]
     run(tmp_path / "one", *overrides)
     with socket.socket() as s:
         s.bind(("localhost", 0))
@@ -152,3 +169,15 @@ def test_two_processes_equal_one_process(tmp_path):
             assert np.abs(a[key_bias]).max() < 1e-3 and np.abs(b[key_bias]).max() < 1e-3
             a, b = np.delete(a, key_bias), np.delete(b, key_bias)
         np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6, err_msg=key)
+    if peft:
+        import georsclip_jax as gj
+
+        assert all("['lora']" in key for key in one)
+        for run_dir in ("one", "two"):
+            gj.load_adapter(gj.create_model(pretrained=tmp_path / "base"), tmp_path / run_dir / "adapter")
+        other_base = f"--config.model.init_from={saved_base(tmp_path / 'other', seed=8)}"
+        result = subprocess.run(command(tmp_path / "one", *overrides, other_base, "--config.train.total_steps=8"),
+                                env=env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
+        assert result.returncode == 2
+        assert result.stderr.strip().splitlines()[-1].startswith(
+            "error: config.model.init_from: the checkpoint") and "another base model" in result.stderr

@@ -264,8 +264,9 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if start is not None:
         state, data_state, meta = checkpoints.restore(start, abstract_like(state))
         if meta.get("base_fingerprint", base) != base:
-            raise ValueError(f"{checkpoints.directory}/{start}: this checkpoint was trained from another base "
-                             f"model than config.model.init_from gives now")
+            raise ValueError(f"config.model.init_from: the checkpoint {checkpoints.directory}/{start} was trained "
+                             f"from another base model (fingerprint {meta['base_fingerprint'][:12]}, this run's is "
+                             f"{base[:12]}); resume with the original base or start a fresh workdir")
         batches.set_state(data_state)
         log.info("resumed from step %d", start)
     compiled, report = compile_step(step_fn, state, frozen, batch_structs(config, preprocess, batch_shard),

@@ -1,5 +1,5 @@
 """LoRA on both towers of OpenAI's ViT-B/32 (QuickGELU) over RS5M: the base stays frozen and
-unchanged; only the adapters (about 1.2 M parameters, 0.8 % of the model) train and are saved.
+unchanged; only the adapters (1.97 M parameters, 1.3 % of the model) train and are saved.
 
     python -m georsclip_jax.main --config configs/lora_rs5m_vitb32.py --workdir runs/b32_lora \\
         --config.model.init_from=ViT-B-32.pt --config.data.train='RS5M/train/{pub11,rs3}-train-{0000..0031}.tar'

@@ -78,6 +78,8 @@ def main(argv=None):
     parser.add_argument("--model", help="model name; inferred from the checkpoint if omitted")
     parser.add_argument("--pretrained", required=True)
     parser.add_argument("--act", choices=["gelu", "quick_gelu"])
+    parser.add_argument("--adapter", help="LoRA adapters (a save_adapter directory, e.g. WORKDIR/adapter) to "
+                                          "attach to the pretrained base")
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--images", help="folder, CSV (with --csv-column) or tar shard pattern")
     source.add_argument("--texts", help="text file, one caption per line")
@@ -92,6 +94,8 @@ def main(argv=None):
 
     try:
         model = gj.create_model(args.model, args.pretrained, act=args.act)
+        if args.adapter:
+            gj.load_adapter(model, args.adapter)
         encoders = Encoders(model, args.batch_size)
         if args.texts:
             with open(args.texts, encoding="utf-8") as f:

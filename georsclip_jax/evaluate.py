@@ -20,6 +20,8 @@ def main(argv=None):
     parser.add_argument("--model", help="model name (registry); inferred from the checkpoint if omitted")
     parser.add_argument("--pretrained", required=True, help="checkpoint file or directory create_model reads")
     parser.add_argument("--act", choices=["gelu", "quick_gelu"], help="activation, for bare state dicts")
+    parser.add_argument("--adapter", help="LoRA adapters (a save_adapter directory, e.g. WORKDIR/adapter) to "
+                                          "attach to the pretrained base")
     parser.add_argument("--data-root", required=True, help="the rs5m_test_data folder")
     parser.add_argument("--tasks", default="zeroshot,retrieval,selo")
     parser.add_argument("--protocol", default="georsclip", choices=["georsclip", "clip_benchmark"],
@@ -36,6 +38,8 @@ def main(argv=None):
 
     try:
         model = gj.create_model(args.model, args.pretrained, act=args.act)
+        if args.adapter:
+            gj.load_adapter(model, args.adapter)
         selo_out = os.path.splitext(args.out)[0] + "_selo"
         suite = Suite(model, args.data_root, [t for t in args.tasks.split(",") if t], args.batch_size,
                       args.protocol, selo_out)

@@ -4,7 +4,7 @@ Fresh adapters change nothing; our LoRA layer (and its merge) equals peft's on a
 exports equal the unmerged model through open_clip and transformers; the lock partitions equal
 open_clip's `lock_image_tower` / `lock_text_tower`; a step moves only the trainable partition, keeps
 no optimizer state and computes no weight gradient for the frozen one; LoRA on an fsdp mesh equals
-one device; adapter files round-trip and refuse another base."""
+one device; adapter files round-trip (also through the embed CLI's --adapter) and refuse another base."""
 
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from flax import nnx
 import georsclip_jax as gj
 from conftest import hf_embeddings
 from georsclip_jax import sharding
+from georsclip_jax.embed import main as embed_main
 from georsclip_jax.interop.open_clip import open_clip_key
 from georsclip_jax.models.layers import Linear
 from georsclip_jax.models.lora import LoRA, LoRAConfig, LoRAParam, merge_params
@@ -299,6 +300,13 @@ def test_adapter_files_round_trip_and_refuse_another_base(tmp_path):
     gj.load_adapter(gj.create_model("tiny", seed=5), out, check_base=False)
     with pytest.raises(ValueError, match="another architecture"):
         gj.load_adapter(gj.create_model("tiny-h80"), out)
+
+    captions = tmp_path / "captions.txt"
+    captions.write_text("a harbour with boats\na dense forest\n")
+    gj.save_pretrained(gj.create_model("tiny", seed=4), tmp_path / "base")
+    embed_main(["--pretrained", str(tmp_path / "base"), "--adapter", str(out), "--texts", str(captions),
+                "--out", str(tmp_path / "texts.npy")])
+    np.testing.assert_allclose(np.load(tmp_path / "texts.npy"), embeddings(model, pixels, tokens)[1][:2], atol=1e-6)
 
     missing = dict(saved)
     del missing["visual/transformer/resblocks/0/attn/in_proj/lora/lora_a"]

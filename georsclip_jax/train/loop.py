@@ -217,8 +217,8 @@ def compile_step(step_fn, state, frozen, batch_shapes, state_shardings, batch_sh
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     report = {"flops_per_step_per_device": float((cost or {}).get("flops", 0.0))}
     if memory is not None:
-        for field in ("argument_size_in_bytes", "output_size_in_bytes", "temp_size_in_bytes",
-                      "generated_code_size_in_bytes"):
+        for field in ("argument_size_in_bytes", "output_size_in_bytes", "alias_size_in_bytes", "temp_size_in_bytes",
+                      "peak_memory_in_bytes", "generated_code_size_in_bytes"):
             report[field] = int(getattr(memory, field, 0))
     return compiled, report
 

@@ -254,6 +254,24 @@ def test_lora_dropout_is_seeded_per_step_and_off_outside_training():
     assert results[0] == results[1] and len({results[0], results[2], results[3]}) == 3
 
 
+def test_lora_with_remat_and_accumulation_equals_the_plain_full_batch_step():
+    peft = peft_config(trainable="lora", lora_rank=4)
+    plain = with_lora(seed=5)
+    remat = gj.create_model("tiny", seed=5, options=gj.ModelOptions(remat=True))
+    gj.add_lora(remat, LoRAConfig(rank=4, alpha=8.0), nnx.Rngs(0))
+    nnx.update(remat, nnx.state(plain, LoRAParam))
+    results = []
+    for model, accum_steps in ((plain, 1), (remat, 2)):
+        # Adam's first step moves every entry by about lr whatever its gradient's size, so float noise
+        # in a near-zero gradient becomes a step of up to lr: keep lr at the recipes' scale.
+        state, frozen, step = setup_training(model, peft, lr=5e-4, accum_steps=accum_steps)
+        state, metrics = jax.jit(step)(state, frozen, batch(8, seed=3))
+        results.append((float(metrics["loss"]), jax.tree.leaves(state.params)))
+    assert abs(results[0][0] - results[1][0]) < 1e-6
+    for a, b in zip(results[0][1], results[1][1]):
+        np.testing.assert_allclose(np.asarray(b), np.asarray(a), atol=1e-6)
+
+
 def test_lora_steps_on_an_fsdp_mesh_equal_one_device():
     model = with_lora(seed=6, randomize=False)
     peft = peft_config(trainable="lora", lora_rank=4)

@@ -7,6 +7,7 @@ contiguous channel blocks), so converting weights is renaming plus transposes.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Literal
 
 import jax
@@ -129,7 +130,18 @@ def _block_forward(block: ResidualAttentionBlock, x, causal: bool):
     return block(x, causal)
 
 
-_remat_block_forward = nnx.remat(_block_forward, static_argnums=(2,))
+@functools.partial(jax.checkpoint, static_argnums=(0, 3))
+def _checkpointed_block(graphdef, state, x, causal: bool):
+    return nnx.merge(graphdef, state)(x, causal)
+
+
+def _remat_block_forward(block: ResidualAttentionBlock, x, causal: bool):
+    """The block as a pure function under `jax.checkpoint`: activations are recomputed in the
+    backward pass. Pure (split, then merge inside) rather than `nnx.remat`, which writes state back
+    into the caller's Variables and fails when those come from an enclosing trace (lax.map / scan in
+    the accumulating train step)."""
+    graphdef, state = nnx.split(block)
+    return _checkpointed_block(graphdef, state, x, causal)
 
 
 class Transformer(nnx.Module):

@@ -68,7 +68,6 @@ def paths(state) -> set[str]:
 
 
 def batch(n=8, seed=0):
-    pixels, _ = inputs(4, seed)
     rng = np.random.default_rng(seed)
     tokens = np.zeros((n, 77), np.int32)
     tokens[:, 0], tokens[:, 1:6], tokens[:, 6] = 49406, rng.integers(1, 49000, (n, 5)), 49407

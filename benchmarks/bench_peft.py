@@ -34,39 +34,23 @@ def peft_section(overrides: dict):
 
 def measure(model_name: str, mode: str, batch: int, dtype: str) -> dict:
     import jax
-    import jax.numpy as jnp
-    from flax import nnx
 
-    from georsclip_jax.models.clip import CLIP
-    from georsclip_jax.models.configs import get_model_config
-    from georsclip_jax.models.layers import ModelOptions
-    from georsclip_jax.models.lora import add_lora
-    from georsclip_jax.train.loop import batch_structs, compile_step
-    from georsclip_jax.train.optim import make_optimizer
-    from georsclip_jax.train.partition import lora_config, split_trainable
-    from georsclip_jax.train.step import TrainState, make_train_step
+    from georsclip_jax import sharding
+    from georsclip_jax.train.program import (abstract_run_model, abstract_state, batch_structs, compile_step,
+                                             make_program, with_shardings)
 
     config = peft_section(MODES[mode])
+    config.model.name, config.model.dtype = model_name, dtype
     config.train.global_batch_size = batch
-    adapters = lora_config(config.peft)
-
-    def build():
-        model = CLIP(get_model_config(model_name), ModelOptions(dtype=dtype), rngs=nnx.Rngs(0))
-        return add_lora(model, adapters, nnx.Rngs(1)) if adapters else model
-
-    model = nnx.eval_shape(build)
-    graphdef, params, frozen = split_trainable(model, config.peft)
-    optimizer, schedule = make_optimizer(config.optim, 1000, params)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    placed = lambda tree: jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), tree)
-    opt_state = placed(jax.eval_shape(optimizer.init, params))
-    state = TrainState(jax.ShapeDtypeStruct((), jnp.int32, sharding=device), placed(params), opt_state)
-    step = make_train_step(graphdef, optimizer, schedule, mean=model.preprocess.mean, std=model.preprocess.std)
-    _, report = compile_step(step, state, placed(frozen), batch_structs(config, model.preprocess, device),
-                             jax.tree.map(lambda x: x.sharding, state), device)
+    model = abstract_run_model(config)  # the trainer's own program, compiled for one device
+    program, params, frozen = make_program(config, sharding.make_mesh({"data": 1}, jax.devices()[:1]), model, 1000)
+    state = abstract_state(program, params)
+    _, report = compile_step(program, state, with_shardings(frozen, program.frozen_shardings),
+                             batch_structs(config, model.preprocess.image_size, program.batch_sharding))
     count = lambda tree: sum(x.size for x in jax.tree.leaves(tree))
     return {"model": model_name, "mode": mode, "trainable_params": count(params), "frozen_params": count(frozen),
-            "optimizer_state_bytes": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(opt_state)), **report}
+            "optimizer_state_bytes": sum(x.size * x.dtype.itemsize for x in jax.tree.leaves(state.opt_state)),
+            **report}
 
 
 def table(rows: list[dict]) -> str:

@@ -32,28 +32,21 @@ def random_batch(batch: int, size: int, seed: int = 0):
 
 def ours(model_name: str, batch: int, dtype: str):
     import jax
-    import jax.numpy as jnp
-    from flax import nnx
 
-    import georsclip_jax as gj
     from georsclip_jax import sharding
     from georsclip_jax.train.config import base_config
-    from georsclip_jax.train.loop import compile_step
-    from georsclip_jax.train.optim import make_optimizer
-    from georsclip_jax.train.step import TrainState, make_train_step
+    from georsclip_jax.train.program import build_model, compile_step, initial_state, make_program
 
-    model = gj.create_model(model_name, options=gj.ModelOptions(dtype=dtype))
-    mesh = sharding.make_mesh({"data": -1})
-    graphdef, params, frozen = nnx.split(model, nnx.Param, ...)
-    optimizer, lr = make_optimizer(base_config().optim, 1000, params)
-    state = TrainState(jnp.zeros((), jnp.int32), params, optimizer.init(params))
-    state = jax.device_put(state, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-    images, tokens = random_batch(batch, model.config.vision.image_size)
-    data = jax.device_put({"image": images, "tokens": tokens, "mask": np.ones(batch, bool)},
-                          sharding.batch_sharding(mesh))
-    shardings = jax.tree.map(lambda x: x.sharding, state)
-    compiled, report = compile_step(make_train_step(graphdef, optimizer, lr), state, frozen, data, shardings,
-                                    sharding.batch_sharding(mesh))
+    config = base_config()  # the trainer's own program: model born sharded, AdamW, global-view loss
+    config.model.name, config.model.dtype = model_name, dtype
+    config.train.global_batch_size, config.data.image_dtype = batch, "float32"
+    mesh = sharding.make_mesh(dict(config.mesh))
+    model = build_model(config, mesh)
+    program, params, frozen = make_program(config, mesh, model, 1000)
+    state = initial_state(program, params)
+    images, tokens = random_batch(batch, model.preprocess.image_size)
+    data = jax.device_put({"image": images, "tokens": tokens, "mask": np.ones(batch, bool)}, program.batch_sharding)
+    compiled, report = compile_step(program, state, frozen, data)
 
     def step():
         nonlocal state

@@ -1,38 +1,111 @@
-"""Orbax checkpoints of a training run: train state, data-iterator state, run metadata.
+"""Orbax checkpoints of a training run: train state, per-process data-iterator state, run metadata.
 
-Saves are asynchronous and atomic (Orbax writes a temporary directory and renames it when complete,
-so a run killed mid-save leaves the previous checkpoint intact); the newest `keep` are kept.
-The train state is restored straight into the shardings of the abstract state it is given.
+Saves are asynchronous and atomic (Orbax finalizes a step only once every item of every process is
+written: a temporary directory renamed when complete, or a commit marker in object storage), so a
+run killed mid-save leaves the previous checkpoint intact; the newest `keep` are kept. The train
+state is restored straight into the shardings of the abstract state it is given. The directory may
+be local or `gs://` (Orbax reaches it through etils.epath and TensorStore).
+
+The data-iterator state differs per process (each host meets its own bad samples), so each process
+writes its own `data/process_<i>-of-<n>.json`, as Grain's checkpoint handler does. Restoring on
+another process count works because batches are positional (data/pipeline.py): the position, which
+every process shares, carries over; the skip counts, which do not split, are summed into process 0's.
 """
 
 from __future__ import annotations
 
-import os
+import dataclasses
+import json
+import logging
+import re
 
 import jax
 import orbax.checkpoint as ocp
+from etils import epath
+
+from georsclip_jax import storage
+
+log = logging.getLogger(__name__)
+
+PROCESS_FILE = re.compile(r"process_(\d+)-of-(\d+)\.json")
+
+
+class DataStateHandler(ocp.CheckpointHandler):
+    """Each process's data-iterator state in its own JSON file."""
+
+    def save(self, directory: epath.Path, args: "DataStateSave"):
+        name = f"process_{jax.process_index()}-of-{jax.process_count()}.json"
+        (directory / name).write_text(json.dumps(args.state))
+
+    def restore(self, directory: epath.Path, args: "DataStateRestore" = None) -> dict:
+        index, count = jax.process_index(), jax.process_count()
+        own = directory / f"process_{index}-of-{count}.json"
+        if own.exists():
+            return json.loads(own.read_text())
+        files = sorted((int(m[1]), int(m[2]), path) for path in directory.iterdir()
+                       if (m := PROCESS_FILE.fullmatch(path.name)))
+        if not files:
+            raise FileNotFoundError(f"{directory}: no data-iterator state (process_<i>-of-<n>.json)")
+        states = [json.loads(path.read_text()) for _, _, path in files]
+        positions = {state["position"] for state in states}
+        if len(positions) != 1 or len(files) != files[0][1]:
+            raise ValueError(f"{directory}: the data states of the {files[0][1]} processes that wrote this "
+                             f"checkpoint are incomplete or disagree (positions {sorted(positions)})")
+        reasons = {reason for state in states for reason in state["skipped"]}
+        totals = {r: sum(state["skipped"].get(r, 0) for state in states) if index == 0 else 0 for r in reasons}
+        position = positions.pop()
+        log.warning("data state written by %d processes restored onto %d: position %d; skip totals kept by "
+                    "process 0", files[0][1], count, position)
+        return {"position": position, "skipped": totals}
+
+    def metadata(self, directory: epath.Path):
+        return None
+
+    def finalize(self, directory: epath.Path):
+        pass
+
+    def close(self):
+        pass
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_save=True)
+@dataclasses.dataclass
+class DataStateSave(ocp.args.CheckpointArgs):
+    state: dict
+
+
+@ocp.args.register_with_handler(DataStateHandler, for_restore=True)
+@dataclasses.dataclass
+class DataStateRestore(ocp.args.CheckpointArgs):
+    pass
 
 
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
-        self.directory = os.path.abspath(directory)
+        self.directory = storage.resolve(directory)
         options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True,
                                                enable_async_checkpointing=async_save)
-        self.manager = ocp.CheckpointManager(self.directory, options=options, item_names=("state", "data", "meta"))
+        self.manager = ocp.CheckpointManager(epath.Path(self.directory), options=options,
+                                             item_names=("state", "data", "meta"))
 
     def latest_step(self) -> int | None:
         return self.manager.latest_step()
 
     def save(self, step: int, state, data_state: dict, meta: dict, force: bool = False) -> bool:
         return self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=ocp.args.JsonSave(data_state), meta=ocp.args.JsonSave(meta)),
+            state=ocp.args.StandardSave(state), data=DataStateSave(data_state), meta=ocp.args.JsonSave(meta)),
             force=force)
 
     def restore(self, step: int, abstract_state):
         """(state, data_state, meta); `abstract_state` leaves are ShapeDtypeStructs with shardings."""
         restored = self.manager.restore(step, args=ocp.args.Composite(
-            state=ocp.args.StandardRestore(abstract_state), data=ocp.args.JsonRestore(), meta=ocp.args.JsonRestore()))
+            state=ocp.args.StandardRestore(abstract_state), data=DataStateRestore(), meta=ocp.args.JsonRestore()))
         return restored.state, restored.data, restored.meta
+
+    def reached_preemption(self, step: int) -> bool:
+        """True at the step every process agreed on after any of them got a preemption notice (JAX's
+        preemption sync manager, which jax.distributed starts); always False in a single process."""
+        return self.manager.reached_preemption(step)
 
     def wait(self):
         self.manager.wait_until_finished()
@@ -54,10 +127,17 @@ def read_state(directory: str, step: int | None = None):
     checkpoints.close()
     if step is None:
         raise FileNotFoundError(f"no checkpoint in {directory}")
-    path = os.path.join(os.path.abspath(directory), str(step), "state")
+    path = epath.Path(storage.join(storage.resolve(directory), str(step), "state"))
     reader = ocp.StandardCheckpointer()
     metadata = reader.metadata(path).item_metadata
     metadata = getattr(metadata, "tree", metadata)
     device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
     target = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=device), metadata)
     return step, reader.restore(path, target)
+
+
+def read_data_states(directory: str, step: int) -> dict[int, dict]:
+    """Every process's saved data-iterator state at `step`, by process index."""
+    folder = epath.Path(storage.join(storage.resolve(directory), str(step), "data"))
+    return {int(m[1]): json.loads(path.read_text()) for path in folder.iterdir()
+            if (m := PROCESS_FILE.fullmatch(path.name))}

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import io
 import logging
 import os
 import sys
@@ -60,7 +59,7 @@ def shard_items(pattern: str) -> list[tuple[str, callable]]:
             image = None
             logging.warning("skipping %s: %s", sample["origin"], bad)
         if image is not None:
-            items.append((sample["origin"], lambda data=sample["image"]: decode_image(data)))
+            items.append((str(sample["origin"]), lambda data=sample["image"]: decode_image(data)))
     return items
 
 

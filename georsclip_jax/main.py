@@ -77,7 +77,7 @@ def main(argv):
     try:
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except ValueError as e:
-        if str(e).startswith("config."):
+        if str(e).startswith(("config.", "--workdir")):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         raise

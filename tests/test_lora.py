@@ -23,9 +23,9 @@ from georsclip_jax.interop.open_clip import open_clip_key
 from georsclip_jax.models.layers import Linear
 from georsclip_jax.models.lora import LoRA, LoRAConfig, LoRAParam, merge_params
 from georsclip_jax.train.config import base_config
-from georsclip_jax.train.loop import compile_step
 from georsclip_jax.train.optim import make_optimizer
 from georsclip_jax.train.partition import split_trainable
+from georsclip_jax.train.program import abstract_state, batch_structs, compile_step, make_program, with_shardings
 from georsclip_jax.train.step import TrainState, make_train_step
 
 TOL = 1e-5
@@ -219,11 +219,13 @@ def test_steps_move_only_the_trainable_partition(kind):
 
 
 def step_flops(model, peft) -> float:
-    state, frozen, step = setup_training(model, peft)
-    device = jax.sharding.SingleDeviceSharding(jax.devices()[0])
-    data = jax.device_put(batch(), device)
-    state, frozen = jax.device_put((state, frozen), device)
-    _, report = compile_step(step, state, frozen, data, jax.tree.map(lambda x: x.sharding, state), device)
+    """FLOPs of the trainer's own compiled step (train/program.py) on one device."""
+    config = base_config()
+    config.peft = peft
+    config.train.global_batch_size = len(batch()["mask"])
+    program, params, frozen = make_program(config, sharding.make_mesh({"data": 1}, jax.devices()[:1]), model, 100)
+    _, report = compile_step(program, abstract_state(program, params), with_shardings(frozen, program.frozen_shardings),
+                             batch_structs(config, model.preprocess.image_size, program.batch_sharding))
     return report["flops_per_step_per_device"]
 
 

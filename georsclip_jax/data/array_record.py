@@ -18,7 +18,7 @@ MAGIC = b"GRS1"
 def encode_record(sample: dict) -> bytes:
     fields = [("image", sample["image"])] + [(f"caption{i}", c if isinstance(c, bytes) else c.encode("utf-8"))
                                              for i, c in enumerate(sample["captions"])]
-    header = json.dumps({"origin": sample["origin"], "caption_is_json": sample["caption_is_json"],
+    header = json.dumps({"origin": str(sample["origin"]), "caption_is_json": sample["caption_is_json"],
                          "fields": [[name, len(data)] for name, data in fields]}).encode("utf-8")
     return b"".join([MAGIC, struct.pack("<I", len(header)), header, *(data for _, data in fields)])
 

@@ -7,24 +7,27 @@ all of a row's non-empty captions are returned and the pipeline picks one per sa
 
 from __future__ import annotations
 
+import io
 import json
-import os
 
 import pyarrow as pa
 import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
+from georsclip_jax import storage
+
 Column = str | int  # a column name, or its position
 
 
 def read_table(path: str, delimiter: str | None = None, encoding: str = "utf8") -> pa.Table:
-    if not os.path.isfile(path):
+    if not storage.isfile(path):
         raise FileNotFoundError(f"metafile not found: {path}")
+    data = io.BytesIO(storage.read_bytes(path))
     if path.endswith(".parquet"):
-        return pq.read_table(path)
+        return pq.read_table(data)
     delimiter = delimiter or ("\t" if path.endswith((".tsv", ".tab")) else ",")
     try:
-        return pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(encoding=encoding),
+        return pa_csv.read_csv(data, read_options=pa_csv.ReadOptions(encoding=encoding),
                                parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
                                convert_options=pa_csv.ConvertOptions(strings_can_be_null=True,
                                                                      column_types=None))
@@ -62,11 +65,7 @@ class MetafileSource:
 
     def __getitem__(self, i: int) -> dict:
         name = self.filenames[i]
-        file = os.path.join(self.image_root, name) if name else None
-        image = None
-        if file and os.path.isfile(file):
-            with open(file, "rb") as f:
-                image = f.read()
+        image = read_if_present(storage.join(self.image_root, name)) if name else None
         captions = [c for c in self.captions[i] if c is not None]
         return {"image": image, "captions": captions, "caption_is_json": False,
                 "origin": f"{self.path}:row {i} ({name})",
@@ -85,15 +84,13 @@ class KarpathyJsonSource:
             raise ValueError(f"{len(json_paths)} Karpathy JSON files but {len(image_dirs)} image folders")
         excluded = set()
         for path in exclude_files:
-            with open(path) as f:
-                excluded |= {line.strip() for line in f if line.strip()}
+            excluded |= {line.strip() for line in storage.read_text(path).splitlines() if line.strip()}
         self.items = []
         for json_path, image_dir in zip(json_paths, image_dirs):
-            if not os.path.isfile(json_path):
+            if not storage.isfile(json_path):
                 raise FileNotFoundError(f"Karpathy JSON not found: {json_path}")
-            with open(json_path) as f:
-                images = json.load(f)["images"]
-            self.items += [(os.path.join(image_dir, im["filename"]), [s["raw"] for s in im["sentences"]])
+            images = json.loads(storage.read_text(json_path))["images"]
+            self.items += [(storage.join(image_dir, im["filename"]), [s["raw"] for s in im["sentences"]])
                            for im in images if im["split"] == split and im["filename"] not in excluded]
         self.description = f"{json_paths} split={split}"
 
@@ -105,9 +102,14 @@ class KarpathyJsonSource:
 
     def __getitem__(self, i: int) -> dict:
         path, captions = self.items[i]
-        image = None
-        if os.path.isfile(path):
-            with open(path, "rb") as f:
-                image = f.read()
+        image = read_if_present(path)
         return {"image": image, "captions": captions, "caption_is_json": False, "origin": path,
                 "problem": None if image is not None else "missing_image"}
+
+
+def read_if_present(path: str) -> bytes | None:
+    """The file's bytes, or None if it does not exist (a sample to skip as missing_image)."""
+    try:
+        return storage.read_bytes(path)
+    except (FileNotFoundError, IsADirectoryError):
+        return None

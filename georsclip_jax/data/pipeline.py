@@ -1,16 +1,17 @@
 """The Grain input pipeline: raw samples -> augmented, tokenized, fixed-size global batches.
 
     source --ids--> shuffle(seed, reshuffled per epoch) --> repeat(epochs) --> decode + augment +
-    tokenize (random_map, per-sample RNG) --> this host's block of each global batch --> batch with
-    skip counts
-    --> worker processes (mp_prefetch) --> DataIterator (skip totals, state, global jax.Array,
-    host-to-device prefetch)
+    tokenize (random_map, per-sample RNG) --> global batch k: this host's rows of it, collated
+    (HostBatches) --> worker processes (mp_prefetch: whole batches per worker) --> DataIterator
+    (position, skip totals, global jax.Array, host-to-device prefetch)
 
-Randomness depends only on the seed and the sample's position in the global stream, never on the
-host or worker count, and each host takes a contiguous block of every global batch, so with
-decoding in-process a global batch is the same whether one host or many produced it (worker
-processes each batch their own share of the stream, so they reorder rows). The iterator
-state is a small JSON-able dict; restoring it continues the stream exactly.
+Batches are positional: global batch k holds the stream's elements [k·B, (k+1)·B), and host i its
+rows [k·B + i·b, k·B + (i+1)·b). A sample that cannot be used (corrupt image, missing caption, ...)
+becomes a masked padding row and is counted; it is never replaced by a later sample. So a batch is a
+pure function of (seed, k) — the same whatever the host count, the worker count or which samples
+are bad — workers compute whole batches that interleave back into the same order, and the iterator
+state is just the position k plus this host's skip counts, restorable under any worker or host count.
+Augmentation randomness depends only on the seed and the sample's position in the stream.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import functools
 import logging
 import queue
 import threading
-from typing import Any, Iterator, NamedTuple
+from typing import Iterator, NamedTuple
 
 import grain
 import numpy as np
@@ -93,6 +94,13 @@ class SampleTransform:
             pixels = normalize_pixels(pixels, self.preprocess.mean, self.preprocess.std)
         return {"image": pixels, "tokens": self._tokenizer(text)[0], "id": np.int64(index)}
 
+    def blank(self) -> dict:
+        """The padding row: what a skipped sample or a missing tail row of a batch becomes."""
+        size = self.preprocess.image_size
+        dtype = np.uint8 if self.image_dtype == "uint8" else np.float32
+        return {"image": np.zeros((size, size, 3), dtype), "tokens": np.zeros(self.context_length, np.int32),
+                "id": np.int64(-1)}
+
 
 def _ignore_rng(fn):
     return lambda img, rng: fn(img)
@@ -102,79 +110,50 @@ def _with_source_index(length: int, index: int, raw: dict) -> tuple[int, dict]:
     return index % length, raw  # later epochs index the source past its length
 
 
-class HostBlocks(grain.MapDataset):
-    """This host's share of the stream: from every `block` consecutive elements (one global batch)
-    the contiguous `part` at `index * part`. Concatenated in process order, the hosts' local batches
-    are exactly the global batch a single host builds (absent skipped samples, with decoding in
-    this process)."""
+class HostBatches(grain.MapDataset):
+    """Element k: this host's rows of global batch k, collated (`collate`). The stream's elements
+    [k·B + i·b, k·B + (i+1)·b) for host i of n, b = B / n; rows past the end of a finite stream are
+    padding. Every host has the same number of batches, so multi-host loops stay in step."""
 
-    def __init__(self, parent: grain.MapDataset, block: int, part: int, index: int):
+    def __init__(self, parent: grain.MapDataset, options: "PipelineOptions", blank: dict):
         super().__init__(parent)
-        self._block, self._part, self._index = block, part, index
-        full, rest = divmod(len(parent), block)
-        self._length = full * part + max(0, min(part, rest - index * part))
+        self._global = options.global_batch_size
+        self._local = options.global_batch_size // options.process_count
+        self._offset = options.process_index * self._local
+        full, rest = divmod(len(parent), self._global)
+        self._length = full + (1 if rest and not options.drop_remainder else 0)
+        self._blank = blank
 
     def __len__(self) -> int:
         return self._length
 
     def __str__(self) -> str:
-        return f"HostBlocks(block={self._block}, part={self._part}, index={self._index})"
+        return f"HostBatches(global={self._global}, local={self._local}, offset={self._offset})"
 
     def __getitem__(self, index):
         if isinstance(index, slice):
             return self.slice(index)
-        block, offset = divmod(index, self._part)
-        return self._parent[block * self._block + self._index * self._part + offset]
+        start = index * self._global + self._offset
+        rows = [self._parent[j] for j in range(start, min(start + self._local, len(self._parent)))]
+        return collate(rows, self._local, self._blank)
 
 
-class CountingBatchDataset(grain.IterDataset):
-    """Fixed-size batches of examples; Skipped elements are dropped and counted per reason.
-
-    Each batch carries "mask" (False on padding rows of a final partial batch) and "skipped", the
-    per-reason counts (layout SKIP_REASONS) of samples dropped since the previous batch."""
-
-    def __init__(self, parent: grain.IterDataset, batch_size: int, drop_remainder: bool = False):
-        super().__init__(parent)
-        self.batch_size, self.drop_remainder = batch_size, drop_remainder
-
-    def __iter__(self):
-        return _CountingBatchIterator(self._parent.__iter__(), self.batch_size, self.drop_remainder)
-
-
-class _CountingBatchIterator(grain.DatasetIterator):
-    def __init__(self, parent, batch_size: int, drop_remainder: bool):
-        super().__init__(parent)
-        self.batch_size, self.drop_remainder = batch_size, drop_remainder
-        self._template = None
-
-    def __next__(self) -> dict:
-        examples, skipped = [], np.zeros(len(SKIP_REASONS), np.int64)
-        for element in self._parent:
-            if isinstance(element, Skipped):
-                skipped[SKIP_REASONS.index(element.reason)] += 1
-                continue
-            examples.append(element)
-            if len(examples) == self.batch_size:
-                return self._stack(examples, skipped)
-        if examples and self.drop_remainder:
-            raise StopIteration
-        if examples or (skipped.any() and self._template is not None):
-            return self._stack(examples, skipped)
-        raise StopIteration
-
-    def _stack(self, examples: list[dict], skipped: np.ndarray) -> dict:
-        self._template = self._template or {k: np.zeros_like(v) for k, v in examples[0].items()}
-        rows = examples + [self._template] * (self.batch_size - len(examples))
-        batch = {k: np.stack([r[k] for r in rows]) for k in self._template}
-        batch["mask"] = np.arange(self.batch_size) < len(examples)
-        batch["skipped"] = skipped
-        return batch
-
-    def get_state(self):
-        return self._parent.get_state()
-
-    def set_state(self, state):
-        self._parent.set_state(state)
+def collate(rows: list, size: int, blank: dict) -> dict:
+    """Examples (or Skipped) -> a batch of `size` rows: skipped and missing rows are `blank`, with
+    "mask" False; "skipped" counts the skips per reason (layout SKIP_REASONS)."""
+    skipped = np.zeros(len(SKIP_REASONS), np.int64)
+    examples = []
+    for row in rows:
+        if isinstance(row, Skipped):
+            skipped[SKIP_REASONS.index(row.reason)] += 1
+            examples.append(None)
+        else:
+            examples.append(row)
+    examples += [None] * (size - len(examples))
+    batch = {k: np.stack([blank[k] if e is None else e[k] for e in examples]) for k in blank}
+    batch["mask"] = np.array([e is not None for e in examples])
+    batch["skipped"] = skipped
+    return batch
 
 
 @dataclasses.dataclass(frozen=True)
@@ -187,7 +166,7 @@ class PipelineOptions:
     drop_remainder: bool = True     # False: a final partial batch, padded, with mask
     num_workers: int = 0            # worker processes per host (0: decode in this process)
     worker_buffer_size: int = 2     # batches buffered per worker
-    read_threads: int = 1           # threads per worker reading/decoding samples
+    read_threads: int = 1           # threads per worker computing batches ahead
     process_index: int = 0
     process_count: int = 1
 
@@ -197,20 +176,33 @@ class PipelineOptions:
                              f"{self.process_count} processes")
 
 
-def build_dataset(source, transform: SampleTransform, options: PipelineOptions) -> grain.IterDataset:
+@dataclasses.dataclass(frozen=True)
+class Batches:
+    """This host's positional batch stream: `dataset[k]` is its part of global batch k."""
+    dataset: grain.MapDataset
+    options: PipelineOptions
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def iterate(self, start: int = 0) -> Iterator[dict]:
+        """Batches start, start + 1, ...; workers (if any) each compute every n-th batch."""
+        read = grain.ReadOptions(num_threads=self.options.read_threads,
+                                 prefetch_buffer_size=2 * self.options.read_threads)
+        stream = self.dataset[start:].to_iter_dataset(read)
+        if self.options.num_workers:
+            _ensure_flags_parsed()
+            stream = stream.mp_prefetch(grain.MultiprocessingOptions(
+                num_workers=self.options.num_workers, per_worker_buffer_size=self.options.worker_buffer_size))
+        return iter(stream)
+
+
+def build_dataset(source, transform: SampleTransform, options: PipelineOptions) -> Batches:
     ds = grain.MapDataset.source(source).map_with_index(functools.partial(_with_source_index, len(source)))
     if options.shuffle:
         ds = ds.shuffle(seed=options.seed)
     ds = ds.repeat(options.num_epochs).random_map(transform, seed=options.seed)
-    local_batch = options.global_batch_size // options.process_count
-    ds = HostBlocks(ds, options.global_batch_size, local_batch, options.process_index)
-    read = grain.ReadOptions(num_threads=options.read_threads, prefetch_buffer_size=4 * options.read_threads)
-    batches = CountingBatchDataset(ds.to_iter_dataset(read), local_batch, options.drop_remainder)
-    if options.num_workers:
-        _ensure_flags_parsed()
-        batches = batches.mp_prefetch(grain.MultiprocessingOptions(
-            num_workers=options.num_workers, per_worker_buffer_size=options.worker_buffer_size))
-    return batches
+    return Batches(HostBatches(ds, options, transform.blank()), options)
 
 
 def _ensure_flags_parsed():
@@ -222,35 +214,33 @@ def _ensure_flags_parsed():
 
 
 class DataIterator:
-    """This host's batches, with cumulative skip counts and an exactly restorable state.
+    """This host's batches from a position, with cumulative skip counts and a restorable state.
 
     With `sharding` (a NamedSharding over the batch axes), batches become global `jax.Array`s built
     from every process's local rows, `prefetch` of them staged on device ahead of use by a thread.
-    `get_state()` describes the position after the last batch *returned*, prefetched ones not counted."""
+    The state is `{"position": batches returned so far, "skipped": this host's counts}`; prefetched
+    batches are not counted, and restoring rebuilds the stream at the position (any worker count)."""
 
-    def __init__(self, dataset: grain.IterDataset, sharding=None, prefetch: int = 2):
-        self._dataset, self._sharding, self._prefetch = dataset, sharding, prefetch
+    def __init__(self, batches: Batches, sharding=None, prefetch: int = 2):
+        self._batches, self._sharding, self._prefetch = batches, sharding, prefetch
         self._skipped = np.zeros(len(SKIP_REASONS), np.int64)
-        self._state = None
-        self._start(None)
+        self.position = 0
+        self._grain_iter, self._queue, self._thread = None, None, None
 
-    def _start(self, grain_state):
-        self._grain_iter = iter(self._dataset)
-        if grain_state is not None:
-            self._grain_iter.set_state(grain_state)
-        self._queue, self._thread = None, None
+    def _start(self):
+        self._grain_iter = self._batches.iterate(self.position)
         if self._sharding is not None and self._prefetch:
             self._queue = queue.Queue(maxsize=self._prefetch)
             self._stop = threading.Event()
             self._thread = threading.Thread(target=self._produce, daemon=True)
             self._thread.start()
 
-    def _pull(self) -> tuple[dict, np.ndarray, Any]:
+    def _pull(self) -> tuple[dict, np.ndarray]:
         batch = next(self._grain_iter)
         skipped = batch.pop("skipped")
         if self._sharding is not None:
             batch = to_global(batch, self._sharding)
-        return batch, skipped, self._grain_iter.get_state()
+        return batch, skipped
 
     def _produce(self):
         while not self._stop.is_set():
@@ -268,33 +258,35 @@ class DataIterator:
         return self
 
     def __next__(self) -> dict:
+        if self._grain_iter is None:
+            self._start()
         if self._queue is None:
-            batch, skipped, state = self._pull()
+            batch, skipped = self._pull()
         else:
             item = self._queue.get()
             if item is None:
                 raise StopIteration
             if isinstance(item, Exception):
                 raise item
-            batch, skipped, state = item
+            batch, skipped = item
         self._skipped += skipped
-        self._state = state
+        self.position += 1
         return batch
 
     @property
     def skipped(self) -> dict[str, int]:
-        """Cumulative skipped samples per reason, for the trainer's metrics."""
+        """Cumulative skipped samples per reason on this host, for the trainer's metrics."""
         return {reason: int(n) for reason, n in zip(SKIP_REASONS, self._skipped)}
 
     def get_state(self) -> dict:
-        grain_state = self._state if self._state is not None else iter(self._dataset).get_state()
-        return {"grain": grain_state, "skipped": self.skipped}
+        return {"position": self.position, "skipped": self.skipped}
 
     def set_state(self, state: dict):
+        if "position" not in state:
+            raise ValueError(f"data-iterator state without a position: {sorted(state)}")
         self.close()
         self._skipped = np.asarray([state["skipped"].get(r, 0) for r in SKIP_REASONS], np.int64)
-        self._state = state["grain"]
-        self._start(state["grain"])
+        self.position = int(state["position"])
 
     def close(self):
         if self._thread is not None:
@@ -305,7 +297,7 @@ class DataIterator:
                 except queue.Empty:
                     pass
                 self._thread.join(timeout=0.05)
-            self._thread = None
+        self._grain_iter, self._queue, self._thread = None, None, None
 
 
 def to_global(batch: dict, sharding) -> dict:

@@ -1,7 +1,8 @@
 """WebDataset-style tar shards read in place, as a random-access source.
 
 Each shard's headers are scanned once (seeking over the payloads, never untarring) into a compact
-NumPy index of byte ranges per sample; `__getitem__` then preads just that sample's members. Random
+NumPy index of byte ranges per sample; `__getitem__` then reads just that sample's members (`pread`
+locally, one ranged GET per member in object storage: shards may be `gs://` or `s3://` URLs). Random
 access is what makes global shuffling, per-host sharding and exact resume the same for tars as for
 ArrayRecord. Samples follow the WebDataset rule: consecutive members sharing the path up to the first
 dot of the basename form one sample, the rest of the name is the field key (`img_content`,
@@ -11,7 +12,6 @@ dot of the basename form one sample, the rest of the name is the field key (`img
 from __future__ import annotations
 
 import dataclasses
-import glob
 import itertools
 import logging
 import os
@@ -19,6 +19,8 @@ import re
 import tarfile
 
 import numpy as np
+
+from georsclip_jax import storage
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +66,8 @@ def resolve_shards(patterns: str | list[str]) -> list[str]:
     paths = []
     for pattern in patterns:
         for path in expand_braces(pattern):
-            matches = sorted(glob.glob(path)) if glob.has_magic(path) else [path]
-            if not matches or not all(os.path.isfile(p) for p in matches):
+            matches = storage.glob(path) if storage.has_magic(path) else [path]
+            if not matches or not all(storage.isfile(p) for p in matches):
                 raise FileNotFoundError(f"tar shard not found: {path}")
             paths.extend(matches)
     if not paths:
@@ -83,7 +85,7 @@ def split_key(name: str) -> tuple[str, str]:
 def scan_members(path: str) -> tuple[list[tarfile.TarInfo], bool]:
     """Regular-file members in order, and whether the shard ends abnormally (cut or corrupt)."""
     members, cut = [], False
-    with open(path, "rb") as f, tarfile.open(fileobj=f, mode="r:") as tar:
+    with storage.open_binary(path) as f, tarfile.open(fileobj=f, mode="r:") as tar:
         try:
             for member in tar:
                 if member.isfile():
@@ -102,7 +104,7 @@ def index_shard(path: str, shard: int, keys: FieldKeys) -> np.ndarray:
     except tarfile.ReadError as e:
         log.warning("tar shard %s is unreadable (%s); it holds no samples", path, e)
         return np.zeros(0, INDEX_DTYPE)
-    size = os.path.getsize(path)
+    size = storage.size(path)
     groups = [list(g) for _, g in itertools.groupby(members, key=lambda m: split_key(m.name)[0])]
     rows = np.zeros(len(groups), INDEX_DTYPE)
     for row, group in zip(rows, groups):
@@ -129,26 +131,45 @@ def sample_problem(group, image, caption, shard_size: int) -> str | None:
     return None
 
 
-def read_member_name(fd: int, header_offset: int) -> str:
+def read_member_name(reader: storage.RangeReader, header_offset: int) -> str:
     """The member name at a header offset (GNU long names followed), for messages only."""
-    info = tarfile.TarInfo.frombuf(os.pread(fd, tarfile.BLOCKSIZE, header_offset), "utf-8", "replace")
+    info = tarfile.TarInfo.frombuf(reader.read(header_offset, tarfile.BLOCKSIZE), "utf-8", "replace")
     if info.type == tarfile.GNUTYPE_LONGNAME:
-        return os.pread(fd, info.size, header_offset + tarfile.BLOCKSIZE).rstrip(b"\0").decode("utf-8", "replace")
+        return reader.read(header_offset + tarfile.BLOCKSIZE, info.size).rstrip(b"\0").decode("utf-8", "replace")
     return info.name
+
+
+class LazyOrigin:
+    """A sample's `shard:key`, read from its tar header only when turned into text (skip logs,
+    converter records): most samples are never asked, so most reads skip the extra header read."""
+
+    def __init__(self, source: "TarShardSource", index: int):
+        self.source, self.index = source, index
+
+    def __str__(self) -> str:
+        return self.source.origin(self.index)
+
+    __repr__ = __str__
+
+    def __eq__(self, other) -> bool:
+        return str(self) == str(other)
+
+    def __hash__(self) -> int:
+        return hash(str(self))
 
 
 class TarShardSource:
     """Random-access view of the samples in a set of tar shards.
 
     `__getitem__` returns the raw sample: {"image": bytes | None, "captions": [bytes],
-    "caption_is_json": bool, "origin": "shard:key", "problem": reason | None}. Decoding happens
-    later, in the pipeline's workers. Picklable: file descriptors are reopened per process."""
+    "caption_is_json": bool, "origin": "shard:key" (lazily, see LazyOrigin), "problem": reason | None}. Decoding happens
+    later, in the pipeline's workers. Picklable: files are reopened per process."""
 
     def __init__(self, patterns: str | list[str], keys: FieldKeys = FieldKeys()):
         self.paths = resolve_shards(patterns)
         self.keys = keys
         self.index = np.concatenate([index_shard(p, i, keys) for i, p in enumerate(self.paths)])
-        self._fds: dict[int, int] = {}
+        self._readers = [storage.RangeReader(p) for p in self.paths]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -156,25 +177,17 @@ class TarShardSource:
     def __repr__(self) -> str:
         return f"TarShardSource({len(self.paths)} shards, {len(self)} samples, first={self.paths[0]!r})"
 
-    def __getstate__(self):
-        return {**self.__dict__, "_fds": {}}
-
-    def _fd(self, shard: int) -> int:
-        if shard not in self._fds:
-            self._fds[shard] = os.open(self.paths[shard], os.O_RDONLY)
-        return self._fds[shard]
-
     def origin(self, i: int) -> str:
         row = self.index[i]
-        name = read_member_name(self._fd(int(row["shard"])), int(row["header"]))
+        name = read_member_name(self._readers[int(row["shard"])], int(row["header"]))
         return f"{self.paths[row['shard']]}:{split_key(name)[0]}"
 
     def __getitem__(self, i: int) -> dict:
         row = self.index[i]
         problem = PROBLEMS[row["problem"]]
-        fd = self._fd(int(row["shard"]))
-        read = lambda offset, length: os.pread(fd, int(length), int(offset)) if offset != ABSENT else None
+        reader = self._readers[int(row["shard"])]
+        read = lambda offset, length: reader.read(int(offset), int(length)) if offset != ABSENT else None
         caption = None if problem else read(row["caption"], row["caption_len"])
         return {"image": None if problem else read(row["image"], row["image_len"]),
                 "captions": [] if caption is None else [caption], "caption_is_json": bool(row["caption_json"]),
-                "origin": self.origin(i), "problem": problem}
+                "origin": LazyOrigin(self, i), "problem": problem}

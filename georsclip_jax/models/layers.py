@@ -7,7 +7,6 @@ contiguous channel blocks), so converting weights is renaming plus transposes.
 from __future__ import annotations
 
 import dataclasses
-import functools
 from typing import Literal
 
 import jax
@@ -24,13 +23,34 @@ class ModelOptions:
     dtype: compute dtype of matmuls and attention (LayerNorm and softmax stay float32).
     param_dtype: storage dtype of the parameters.
     attention_impl: passed to `jax.nn.dot_product_attention` (None lets JAX choose, 'xla', 'cudnn').
-    remat: recompute each residual block in the backward pass instead of storing activations.
+    remat: what each residual block keeps for the backward pass (`REMAT_POLICIES`): "none" keeps every
+        activation, "dots" keeps only the projections' matmul outputs and recomputes the rest,
+        "full" keeps only the block's input and recomputes everything (True/False mean full/none).
+    scan_layers: run the blocks of each tower as one `jax.lax.scan` over their stacked parameters, so
+        the compiler sees one block instead of `layers` copies (much faster compiles for deep models).
+        Parameters stay per layer (`resblocks/<i>/...`, open_clip's names): they are stacked inside
+        the step, so checkpoints, converters and exports are the same with or without it.
     """
 
     dtype: str = "float32"
     param_dtype: str = "float32"
     attention_impl: Literal["xla", "cudnn"] | None = None
-    remat: bool = False
+    remat: str | bool = "none"
+    scan_layers: bool = False
+
+    def __post_init__(self):
+        remat = {True: "full", False: "none"}.get(self.remat, self.remat)
+        if remat not in REMAT_POLICIES:
+            raise ValueError(f"remat must be one of {sorted(REMAT_POLICIES)}, got {self.remat!r}")
+        object.__setattr__(self, "remat", remat)
+
+
+# What a rematerialized block saves for the backward pass (jax.checkpoint policies).
+REMAT_POLICIES = {
+    "none": None,
+    "dots": jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+    "full": jax.checkpoint_policies.nothing_saveable,
+}
 
 
 def activation(name: str):
@@ -126,35 +146,42 @@ class ResidualAttentionBlock(nnx.Module):
         return x + self.mlp(self.ln_2(x))
 
 
-def _block_forward(block: ResidualAttentionBlock, x, causal: bool):
-    return block(x, causal)
-
-
-@functools.partial(jax.checkpoint, static_argnums=(0, 3))
-def _checkpointed_block(graphdef, state, x, causal: bool):
-    return nnx.merge(graphdef, state)(x, causal)
-
-
-def _remat_block_forward(block: ResidualAttentionBlock, x, causal: bool):
-    """The block as a pure function under `jax.checkpoint`: activations are recomputed in the
-    backward pass. Pure (split, then merge inside) rather than `nnx.remat`, which writes state back
-    into the caller's Variables and fails when those come from an enclosing trace (lax.map / scan in
-    the accumulating train step)."""
-    graphdef, state = nnx.split(block)
-    return _checkpointed_block(graphdef, state, x, causal)
+def block_step(graphdef, causal: bool, remat: str):
+    """(x, block state) -> the block's output, as a pure function (split outside, merged inside), under
+    `jax.checkpoint` with the remat policy unless remat is "none". Pure rather than `nnx.remat`, which
+    writes state back into the caller's Variables and fails when those come from an enclosing trace
+    (lax.map / scan in the accumulating train step)."""
+    def step(x, state):
+        return nnx.merge(graphdef, state)(x, causal)
+    if remat == "none":
+        return step
+    return jax.checkpoint(step, policy=REMAT_POLICIES[remat])
 
 
 class Transformer(nnx.Module):
     def __init__(self, width, layers, heads, mlp_width, act, opts: ModelOptions, rngs, attn_init=(None, None),
                  mlp_init=(None, None)):
-        self.remat = opts.remat
+        self.remat, self.scan = opts.remat, opts.scan_layers
         self.resblocks = nnx.List(
             [ResidualAttentionBlock(width, heads, mlp_width, act, opts, rngs, attn_init, mlp_init)
              for _ in range(layers)]
         )
 
     def __call__(self, x, causal: bool = False):
-        forward = _remat_block_forward if self.remat else _block_forward
+        if self.scan:
+            return self._scanned(x, causal)
         for block in self.resblocks:
-            x = forward(block, x, causal)
+            graphdef, state = nnx.split(block)
+            x = block_step(graphdef, causal, self.remat)(x, state)
+        return x
+
+    def _scanned(self, x, causal: bool):
+        """One `lax.scan` over the blocks' states stacked on a leading layer axis (built here, inside
+        the traced step; the gradient of the stack is its slices, so each layer's parameters get
+        their own gradient as in the unrolled model)."""
+        split = [nnx.split(block) for block in self.resblocks]
+        graphdef = split[0][0]
+        stacked = jax.tree.map(lambda *layers: jnp.stack(layers), *(state for _, state in split))
+        step = block_step(graphdef, causal, self.remat)
+        x, _ = jax.lax.scan(lambda carry, state: (step(carry, state), None), x, stacked)
         return x

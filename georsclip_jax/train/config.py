@@ -7,18 +7,17 @@ divide over the data-parallel devices, missing data.
 
 from __future__ import annotations
 
-import glob
-import os
-
 import ml_collections
 
+from georsclip_jax import storage
 from georsclip_jax.data.tar_shards import expand_braces
 
 
 def base_config() -> ml_collections.ConfigDict:
     c = ml_collections.ConfigDict()
-    c.model = dict(name="ViT-B-32-quickgelu", init_from="", act="", dtype="float32", remat=False,
-                   attention_impl="")
+    # remat: none | dots | full (models/layers.py REMAT_POLICIES); scan_layers: one lax.scan per tower
+    c.model = dict(name="ViT-B-32-quickgelu", init_from="", act="", dtype="float32", remat="none",
+                   scan_layers=False, attention_impl="")
     c.data = dict(
         kind="tar",                 # tar | metafile | array_record | karpathy
         train="",                   # tar: brace pattern(s), '::'-separated; array_record: glob;
@@ -63,20 +62,33 @@ def data_files(data, path: str) -> list[str]:
     if data.kind == "tar":
         return [p for pattern in path.split("::") for p in expand_braces(pattern)]
     if data.kind == "array_record":
-        return sorted(glob.glob(path))
+        return storage.glob(path)
     if data.kind == "karpathy":
         return path.split("::") + data.image_root.split("::")
     return [path]
 
 
-def validate(config, device_count: int) -> None:
-    """Raises ValueError naming the first bad field."""
+def validate_workdir(workdir: str) -> None:
+    """Checkpoints go through Orbax, which writes local paths and gs:// (TensorStore's GCS driver)."""
+    if storage.is_remote(workdir) and not workdir.startswith("gs://"):
+        raise ValueError(f"--workdir: {workdir}: Orbax writes checkpoints to local paths and gs:// only; use a "
+                         "gs:// bucket or a mounted path (data may still be read from other object stores)")
+
+
+def validate(config, device_count: int, workdir: str | None = None, check_data: bool = True) -> None:
+    """Raises ValueError naming the first bad field. `check_data=False` (planning a run on another
+    machine) skips the checks that the data and weights exist."""
+    from georsclip_jax.models.layers import REMAT_POLICIES
     from georsclip_jax.sharding import BATCH_AXES, mesh_shape
     from georsclip_jax.train.partition import validate_peft
 
     bad = unknown_keys(config, base_config())
     if bad:
         raise ValueError(f"{bad[0]}: unknown config key")
+    if workdir is not None:
+        validate_workdir(workdir)
+    if str(config.model.remat) not in REMAT_POLICIES:
+        raise ValueError(f"config.model.remat: {config.model.remat!r} is not one of {sorted(REMAT_POLICIES)}")
     mesh = mesh_shape(dict(config.mesh), device_count)
     dp = 1
     for axis in BATCH_AXES:
@@ -95,15 +107,18 @@ def validate(config, device_count: int) -> None:
         raise ValueError(f"config.data.kind: {config.data.kind!r} is not tar, metafile, array_record or karpathy")
     if config.data.augment not in ("georsclip", "open_clip", "none"):
         raise ValueError(f"config.data.augment: {config.data.augment!r} is not georsclip, open_clip or none")
-    if not config.data.synthetic.train_samples:
-        if not config.data.train:
-            raise ValueError("config.data.train: no training data given")
+    if config.data.kind == "array_record" and storage.is_remote(config.data.train):
+        raise ValueError(f"config.data.train: {config.data.train}: ArrayRecord shards are read with local file "
+                         "I/O; copy them to a local disk or read tar shards from object storage")
+    if not config.data.synthetic.train_samples and not config.data.train:
+        raise ValueError("config.data.train: no training data given")
+    if check_data and not config.data.synthetic.train_samples:
         for field in ("train", "val"):
             path = config.data[field]
-            missing = [p for p in data_files(config.data, path) if not glob.glob(p)] if path else []
+            missing = [p for p in data_files(config.data, path) if not storage.glob(p)] if path else []
             if missing or (path and not data_files(config.data, path)):
                 raise ValueError(f"config.data.{field}: not found: {missing[0] if missing else path}")
-    if config.model.init_from and not os.path.exists(config.model.init_from):
+    if check_data and config.model.init_from and not storage.exists(config.model.init_from):
         raise ValueError(f"config.model.init_from: not found: {config.model.init_from}")
     if config.eval.every_steps and not (config.eval.data_root or config.data.val or config.data.synthetic.train_samples):
         raise ValueError("config.eval.data_root: eval.every_steps is set but there is no eval data")

@@ -16,9 +16,11 @@ import numpy as np
 from flax import nnx
 
 from georsclip_jax.interop import safetensors_io
+from georsclip_jax.interop.params import flat_params, materialize, param_shapes
 from georsclip_jax.models.clip import CLIP
 from georsclip_jax.models.configs import CLIPConfig
 from georsclip_jax.models.lora import LoRAConfig, LoRAParam, add_lora, has_lora
+from georsclip_jax.models.stacking import unstack, unstack_shapes
 
 ADAPTER_WEIGHTS = "adapter.safetensors"
 ADAPTER_CONFIG = "adapter_config.json"
@@ -30,25 +32,32 @@ def is_base(key: tuple, variable) -> bool:
 
 
 def base_fingerprint(model: CLIP) -> str:
-    """sha256 over every base parameter's path, shape, dtype and a strided sample of its values (at
-    most 5 per axis): cheap, the same whatever the sharding or process count, different for another base."""
+    """sha256 over every base parameter's per-layer path, shape, dtype and a strided sample of its
+    values (at most 5 per axis): cheap, the same whatever the sharding, process count or layer
+    layout (scanned or not), different for another base."""
     from jax.experimental import multihost_utils
 
-    flat = nnx.to_flat_state(nnx.state(model, is_base))
+    flat = {"/".join(map(str, k)): v.get_value() for k, v in nnx.to_flat_state(nnx.state(model, is_base))}
     sample = lambda x: x[tuple(slice(None, None, max(1, d // 4)) for d in x.shape)]
-    samples = jax.jit(lambda leaves: [sample(x) for x in leaves])([v.get_value() for _, v in flat])
+    # a stacked [L, ...] leaf gives L per-layer samples, as the unrolled model's layers would
+    samples = jax.jit(lambda tree: {k: sample(x) for k, x in unstack(tree).items()})(flat)
     samples = (multihost_utils.process_allgather(samples, tiled=True) if jax.process_count() > 1
                else jax.device_get(samples))
+    shapes = unstack_shapes({k: v.shape for k, v in flat.items()})
     digest = hashlib.sha256()
-    for (key, variable), values in zip(flat, samples):
-        value = variable.get_value()
-        digest.update(f"{'/'.join(map(str, key))}:{value.shape}:{value.dtype};".encode())
-        digest.update(np.ascontiguousarray(values, np.float32).tobytes())
+    for path in sorted(samples, key=layer_order):
+        digest.update(f"{path}:{shapes[path]}:{samples[path].dtype};".encode())
+        digest.update(np.ascontiguousarray(samples[path], np.float32).tobytes())
     return digest.hexdigest()
 
 
+def layer_order(path: str) -> tuple:
+    """Sort key: paths in name order, layer indices numerically (layer 10 after layer 9)."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in path.split("/"))
+
+
 def adapter_params(model: CLIP) -> dict[str, np.ndarray]:
-    return {"/".join(map(str, k)): np.asarray(v.get_value()) for k, v in nnx.to_flat_state(nnx.state(model, LoRAParam))}
+    return flat_params(model, LoRAParam)
 
 
 def save_adapter(model: CLIP, directory: str | Path, base: str | None = None) -> Path:
@@ -86,15 +95,12 @@ def load_adapter(model: CLIP, directory: str | Path, check_base: bool = True) ->
                          "pass check_base=False to load them anyway")
     add_lora(model, LoRAConfig.from_dict(meta["lora"]), nnx.Rngs(0))
     saved, _ = safetensors_io.load(directory / ADAPTER_WEIGHTS)
-    expected = nnx.to_flat_state(nnx.state(model, LoRAParam))
-    paths = {"/".join(map(str, k)) for k, _ in expected}
-    problems = [f"missing {p}" for p in sorted(paths - set(saved))] + [f"unexpected {p}" for p in sorted(set(saved) - paths)]
-    for key, variable in expected:
-        path = "/".join(map(str, key))
-        if path in saved and saved[path].shape != variable.get_value().shape:
-            problems.append(f"{path}: shape {saved[path].shape}, expected {variable.get_value().shape}")
+    expected = param_shapes(model, LoRAParam)
+    problems = ([f"missing {p}" for p in sorted(set(expected) - set(saved))] +
+                [f"unexpected {p}" for p in sorted(set(saved) - set(expected))] +
+                [f"{p}: shape {saved[p].shape}, expected {expected[p]}" for p in sorted(set(saved) & set(expected))
+                 if saved[p].shape != expected[p]])
     if problems:
         raise ValueError(f"{directory / ADAPTER_WEIGHTS}: " + "; ".join(problems))
-    for key, variable in expected:
-        variable.set_value(jax.numpy.asarray(saved["/".join(map(str, key))], variable.get_value().dtype))
+    nnx.update(model, nnx.state(materialize(model, saved), LoRAParam))
     return model

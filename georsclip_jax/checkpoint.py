@@ -96,6 +96,10 @@ class Checkpointer:
             state=ocp.args.StandardSave(state), data=DataStateSave(data_state), meta=ocp.args.JsonSave(meta)),
             force=force)
 
+    def read_meta(self, step: int) -> dict:
+        """The run metadata alone (to check a checkpoint fits this run before restoring its state)."""
+        return self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())).meta
+
     def restore(self, step: int, abstract_state):
         """(state, data_state, meta); `abstract_state` leaves are ShapeDtypeStructs with shardings."""
         restored = self.manager.restore(step, args=ocp.args.Composite(

@@ -21,6 +21,11 @@ flags.DEFINE_string("workdir", None, "checkpoints, metrics and results go here",
 flags.DEFINE_string("coordinator", None, "host:port of process 0, for multi-process runs without auto-detection")
 flags.DEFINE_integer("num_processes", None, "number of processes (with --coordinator)")
 flags.DEFINE_integer("process_id", None, "this process's index (with --coordinator)")
+flags.DEFINE_bool("compile_only", False, "plan the run instead: compile its train step (for --topology, or "
+                  "this machine's devices), print per-device memory and FLOPs, write WORKDIR/plan-*.json; "
+                  "exit status 1 if it does not fit")
+flags.DEFINE_string("topology", None, "with --compile_only: a TPU topology such as v5e:2x2 or v5p:4x4x4 "
+                    "(compiled here by libtpu, no TPU needed)")
 flags.DEFINE_bool("distributed", None, "force (or skip) jax.distributed.initialize; default: when a "
                   "coordinator is given or a cluster environment is detected")
 
@@ -71,13 +76,18 @@ def main(argv):
     logging.getLogger().setLevel(logging.INFO)
     for noisy in ("absl", "jax"):  # Orbax's per-save chatter, JAX's backend probing
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    initialize_distributed()
-    from georsclip_jax.train.loop import train_and_evaluate
-
     try:
+        if FLAGS.compile_only:
+            from georsclip_jax.plan import plan_and_report
+
+            report = plan_and_report(FLAGS.config, FLAGS.workdir, FLAGS.topology)
+            sys.exit(1 if report["fits"] is False else 0)
+        initialize_distributed()
+        from georsclip_jax.train.loop import train_and_evaluate
+
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
     except ValueError as e:
-        if str(e).startswith(("config.", "--workdir")):
+        if str(e).startswith(("config.", "--workdir", "--topology")):
             print(f"error: {e}", file=sys.stderr)
             sys.exit(2)
         raise

@@ -9,7 +9,8 @@ Parameter placement is a list of rules, regex on the parameter path (`visual/tra
   [None, "fsdp", ...]    an explicit PartitionSpec.
 Presets: `dp` (all replicated) and `fsdp` (everything large split over "fsdp"). Batches are split
 over every batch axis present ("data", "fsdp"). Axes use AxisType.Auto: the model is written in
-global view and XLA inserts the collectives.
+global view and XLA inserts the collectives. Rules always see open_clip's per-layer paths and shapes:
+a scanned tower's stacked parameter is placed by the rule for its layer 0, its layer axis unsplit.
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ import re
 
 import jax
 from jax.sharding import NamedSharding, PartitionSpec as P
+
+from georsclip_jax.models.stacking import is_stacked, layer_path
 
 BATCH_AXES = ("data", "fsdp")
 PRESETS = {"dp": ((".*", "replicate"),), "fsdp": ((".*", "fsdp"),)}
@@ -114,15 +117,20 @@ def lora_spec(path: str, shapes: dict, rules, mesh, fsdp_min_size: int) -> P:
     return P(kernel[0], None) if factor == "lora_a" else P(None, kernel[1])
 
 
+def per_layer(path: str, shape: tuple) -> tuple[str, tuple]:
+    """A stacked parameter as its layer 0 (path and shape); any other as it is."""
+    return (layer_path(path, 0), shape[1:]) if is_stacked(path) else (path, shape)
+
+
 def param_shardings(state, mesh, rules="dp", fsdp_min_size: int = 2**18):
     """A State of NamedShardings mirroring `state` (abstract or concrete). Rules place base
     parameters; LoRA adapters (`.../lora/lora_a|lora_b`) follow their base kernel (`lora_spec`)."""
     flat = jax.tree_util.tree_flatten_with_path(state)[0]
-    shapes = {param_path(key): tuple(leaf.shape) for key, leaf in flat}
+    shapes = dict(per_layer(param_path(key), tuple(leaf.shape)) for key, leaf in flat)
 
     def place(key, leaf):
-        path = param_path(key)
-        if "/lora/" in path:
-            return NamedSharding(mesh, lora_spec(path, shapes, rules, mesh, fsdp_min_size))
-        return NamedSharding(mesh, spec_for(path, tuple(leaf.shape), rules, mesh, fsdp_min_size))
+        path, shape = per_layer(param_path(key), tuple(leaf.shape))
+        spec = (lora_spec(path, shapes, rules, mesh, fsdp_min_size) if "/lora/" in path
+                else spec_for(path, shape, rules, mesh, fsdp_min_size))
+        return NamedSharding(mesh, P(None, *spec) if is_stacked(param_path(key)) else spec)
     return jax.tree_util.tree_map_with_path(place, state)

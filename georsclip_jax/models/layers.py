@@ -26,10 +26,10 @@ class ModelOptions:
     remat: what each residual block keeps for the backward pass (`REMAT_POLICIES`): "none" keeps every
         activation, "dots" keeps only the projections' matmul outputs and recomputes the rest,
         "full" keeps only the block's input and recomputes everything (True/False mean full/none).
-    scan_layers: run the blocks of each tower as one `jax.lax.scan` over their stacked parameters, so
-        the compiler sees one block instead of `layers` copies (much faster compiles for deep models).
-        Parameters stay per layer (`resblocks/<i>/...`, open_clip's names): they are stacked inside
-        the step, so checkpoints, converters and exports are the same with or without it.
+    scan_layers: store each tower's blocks stacked on a leading layer axis and run them as one
+        `jax.lax.scan`, so the compiler sees one block instead of `layers` copies (much faster compiles
+        for deep models). Converters, exports and adapter files still see open_clip's per-layer names
+        (models/stacking.py translates at the boundary).
     """
 
     dtype: str = "float32"
@@ -158,30 +158,30 @@ def block_step(graphdef, causal: bool, remat: str):
     return jax.checkpoint(step, policy=REMAT_POLICIES[remat])
 
 
+def stacked(make, layers: int, rngs: nnx.Rngs):
+    """`layers` independently initialized copies of the module `make(rngs)` builds, as one module
+    whose parameters carry a leading layer axis."""
+    @nnx.split_rngs(splits=layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def build(layer_rngs):
+        return make(layer_rngs)
+    return build(rngs)
+
+
 class Transformer(nnx.Module):
     def __init__(self, width, layers, heads, mlp_width, act, opts: ModelOptions, rngs, attn_init=(None, None),
                  mlp_init=(None, None)):
         self.remat, self.scan = opts.remat, opts.scan_layers
-        self.resblocks = nnx.List(
-            [ResidualAttentionBlock(width, heads, mlp_width, act, opts, rngs, attn_init, mlp_init)
-             for _ in range(layers)]
-        )
+        make = lambda r: ResidualAttentionBlock(width, heads, mlp_width, act, opts, r, attn_init, mlp_init)
+        self.resblocks = stacked(make, layers, rngs) if self.scan else nnx.List([make(rngs) for _ in range(layers)])
 
     def __call__(self, x, causal: bool = False):
-        if self.scan:
-            return self._scanned(x, causal)
+        if self.scan:  # one block, its stacked state sliced layer by layer
+            graphdef, state = nnx.split(self.resblocks)
+            step = block_step(graphdef, causal, self.remat)
+            x, _ = jax.lax.scan(lambda carry, layer: (step(carry, layer), None), x, state)
+            return x
         for block in self.resblocks:
             graphdef, state = nnx.split(block)
             x = block_step(graphdef, causal, self.remat)(x, state)
-        return x
-
-    def _scanned(self, x, causal: bool):
-        """One `lax.scan` over the blocks' states stacked on a leading layer axis (built here, inside
-        the traced step; the gradient of the stack is its slices, so each layer's parameters get
-        their own gradient as in the unrolled model)."""
-        split = [nnx.split(block) for block in self.resblocks]
-        graphdef = split[0][0]
-        stacked = jax.tree.map(lambda *layers: jnp.stack(layers), *(state for _, state in split))
-        step = block_step(graphdef, causal, self.remat)
-        x, _ = jax.lax.scan(lambda carry, state: (step(carry, state), None), x, stacked)
         return x

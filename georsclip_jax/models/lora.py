@@ -6,12 +6,14 @@ with a = √5), B [rank, out] starts at zero, so a fresh adapter leaves the mode
 peft's `lora_A.weight` transposed and our B its `lora_B.weight` transposed.
 
 Adapters live at `<layer>/lora/lora_a|lora_b` next to the untouched base `<layer>/kernel`, and are
-`LoRAParam`s, so partitions (`train/partition.py`) can select them by type.
+`LoRAParam`s, so partitions (`train/partition.py`) can select them by type. On a scanned tower's
+stacked layers (models/stacking.py) the adapters are stacked alike, one independent adapter per layer.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import zlib
 
 import jax
 import jax.numpy as jnp
@@ -19,7 +21,8 @@ import numpy as np
 from flax import nnx
 
 from georsclip_jax.models.clip import CLIP, tower
-from georsclip_jax.models.layers import TORCH_LINEAR_INIT, Linear
+from georsclip_jax.models.layers import TORCH_LINEAR_INIT, Linear, stacked
+from georsclip_jax.models.stacking import is_stacked, layer_paths
 
 TARGETS = ("attn/in_proj", "attn/out_proj", "mlp/c_fc", "mlp/c_proj")
 TOWERS = ("image", "text")
@@ -90,8 +93,9 @@ def add_lora(model: CLIP, config: LoRAConfig, rngs: nnx.Rngs) -> CLIP:
         raise ValueError(f"LoRA rank must be at least 1, got {config.rank}")
     if has_lora(model):
         raise ValueError("the model already has LoRA adapters")
-    for _, layer in target_layers(model, config):
-        layer.lora = LoRA(layer.in_features, layer.out_features, config, layer.param_dtype, rngs)
+    for path, layer in target_layers(model, config):
+        make = lambda r: LoRA(layer.in_features, layer.out_features, config, layer.param_dtype, r)
+        layer.lora = stacked(make, layer.kernel.shape[0], rngs) if is_stacked(path) else make(rngs)
     model.lora_config = config
     return model
 
@@ -105,10 +109,13 @@ def is_lora_path(path: str) -> bool:
 
 
 def seed_dropout(model: CLIP, key: jax.Array) -> None:
-    """Give each adapter's dropout its own key (the train step's key folded with the adapter's index);
-    models whose adapters have no key (eval, export) run without dropout."""
-    for index, (_, layer) in enumerate(target_layers(model, model.lora_config)):
-        layer.lora.dropout_key = jax.random.fold_in(key, index)
+    """Give each adapter's dropout its own key: the train step's key folded with a hash of the
+    adapter's per-layer name, so scanned and unrolled models draw the same masks. Models whose
+    adapters have no key (eval, export) run without dropout."""
+    for path, layer in target_layers(model, model.lora_config):
+        keys = [jax.random.fold_in(key, zlib.crc32(name.encode()) & 0x7FFFFFFF)
+                for name in layer_paths(path, layer.kernel.shape[0])]
+        layer.lora.dropout_key = jnp.stack(keys) if is_stacked(path) else keys[0]
 
 
 def merge_params(params: dict[str, np.ndarray], scale: float) -> dict[str, np.ndarray]:

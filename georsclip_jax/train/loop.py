@@ -220,8 +220,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     batches = make_data_iterator(config, source, preprocess, mesh)
     start = checkpoints.latest_step()
     if start is not None:
-        state, data_state, meta = checkpoints.restore(start, abstract_like(state))
-        check_resumable(config, meta, base, f"{checkpoints.directory}/{start}")
+        check_resumable(config, checkpoints.read_meta(start), base, f"{checkpoints.directory}/{start}")
+        state, data_state, _ = checkpoints.restore(start, abstract_like(state))
         batches.set_state(data_state)
         log.info("resumed from step %d", start)
     compiled, report = compile_step(program, state, frozen,
@@ -294,12 +294,18 @@ def train_and_evaluate(config, workdir: str) -> dict:
 
 def check_resumable(config, meta: dict, base: str, where: str) -> None:
     """A checkpoint resumes only the run that wrote it: the same base model, the same global batch
-    (data positions count global batches)."""
+    (data positions count global batches), the same parameter layout (stacked when scanned)."""
+    saved = meta.get("config", {})
+    scanned = saved.get("model", {}).get("scan_layers", False)
+    if scanned != config.model.scan_layers:
+        raise ValueError(f"config.model.scan_layers: the checkpoint {where} stores its blocks "
+                         f"{'stacked' if scanned else 'per layer'} (scan_layers={scanned}); resume with that "
+                         "setting, or export it (read_state + save_pretrained) and start from the export")
     if meta.get("base_fingerprint", base) != base:
         raise ValueError(f"config.model.init_from: the checkpoint {where} was trained from another base model "
                          f"(fingerprint {meta['base_fingerprint'][:12]}, this run's is {base[:12]}); resume with "
                          "the original base or start a fresh workdir")
-    saved_batch = meta.get("config", {}).get("train", {}).get("global_batch_size")
+    saved_batch = saved.get("train", {}).get("global_batch_size")
     if saved_batch not in (None, config.train.global_batch_size):
         raise ValueError(f"config.train.global_batch_size: the checkpoint {where} was trained with global batch "
                          f"{saved_batch}, this run has {config.train.global_batch_size}; its data position "

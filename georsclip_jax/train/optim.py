@@ -1,7 +1,8 @@
 """AdamW with open_clip's weight-decay exclusions, its warmup + cosine schedule, and clipping.
 
 open_clip excludes from weight decay every parameter with fewer than 2 dimensions, every norm, every
-bias and `logit_scale`; here that is a mask over parameter paths. The cosine schedule is open_clip's
+bias and `logit_scale`; here that is a mask over parameter paths (dimensions counted per layer for a
+scanned tower's stacked parameters). The cosine schedule is open_clip's
 `cosine_lr`: lr * (step + 1) / warmup during warmup, then half a cosine down to 0 at the last step.
 """
 
@@ -11,13 +12,15 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from georsclip_jax.models.stacking import is_stacked
 from georsclip_jax.sharding import param_path
 
 NO_DECAY_NAMES = ("bias", "logit_scale", "logit_bias", "ln_", "norm")
 
 
 def decays(path: str, ndim: int) -> bool:
-    return ndim >= 2 and not any(name in path for name in NO_DECAY_NAMES)
+    layer_ndim = ndim - 1 if is_stacked(path) else ndim
+    return layer_ndim >= 2 and not any(name in path for name in NO_DECAY_NAMES)
 
 
 def weight_decay_mask(params):

@@ -10,7 +10,8 @@ tower) is a plain argument of the step — never donated, never updated, with no
   logit_scale   logit_scale (and logit_bias).
 open_clip's locks then freeze a tower's base parameters except its last N layer groups
 (`lock_image` + `lock_image_unlocked_groups`, `lock_text` + `lock_text_unlocked_layers`); they do not
-touch adapters or the logit scale, as in open_clip.
+touch adapters or the logit scale, as in open_clip. A scanned tower stores its blocks stacked
+(models/stacking.py), so a lock there must unlock all of its blocks or none.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from flax import nnx
 from georsclip_jax.models.clip import tower
 from georsclip_jax.models.configs import CLIPConfig
 from georsclip_jax.models.lora import TOWERS, LoRAConfig, LoRAParam
+from georsclip_jax.models.stacking import is_stacked, layer_paths
 
 GROUPS = ("all", "lora", "norms_biases", "logit_scale")
 
@@ -114,7 +116,16 @@ def trainable_filter(peft, config: CLIPConfig) -> Callable[[tuple, object], bool
         if not any(in_group(g, path, is_adapter) for g in groups):
             return False
         which = tower(path)
-        return is_adapter or which not in unlocked or under(path, unlocked[which])
+        if is_adapter or which not in unlocked:
+            return True
+        layers = layer_paths(path, config.vision.layers if which == "image" else config.text.layers)
+        free = [under(layer, unlocked[which]) for layer in layers]
+        if is_stacked(path) and any(free) != all(free):
+            field = "lock_image_unlocked_groups" if which == "image" else "lock_text_unlocked_layers"
+            raise ValueError(f"config.peft.{field}: unlocking {sum(free)} of the {len(free)} {which} blocks needs "
+                             "per-layer parameters; a scanned tower stores them stacked (set "
+                             "config.model.scan_layers=False, or unlock all blocks or none)")
+        return all(free)
     return trainable
 
 

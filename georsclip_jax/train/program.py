@@ -21,6 +21,7 @@ from georsclip_jax.models.clip import CLIP
 from georsclip_jax.models.configs import get_model_config
 from georsclip_jax.models.layers import ModelOptions
 from georsclip_jax.models.lora import LoRAParam, add_lora
+from georsclip_jax.train.flops import matmul_flops
 from georsclip_jax.train.optim import make_optimizer
 from georsclip_jax.train.partition import lora_config, split_trainable
 from georsclip_jax.train.step import TrainState, make_train_step
@@ -160,7 +161,10 @@ def batch_structs(config, image_size: int, batch_shard):
 
 def compile_step(program: Program, state, frozen, batch_shapes):
     """AOT-compile the step and report its memory and FLOPs per device. The train state is donated;
-    the frozen partition is only read. `state`/`frozen` may be arrays or ShapeDtypeStructs."""
+    the frozen partition is only read. `state`/`frozen` may be arrays or ShapeDtypeStructs.
+
+    `flops_per_step_per_device` is the step's matmul FLOPs (train/flops.py) over the devices: the
+    batch, and with it every matmul, is split evenly over them."""
     jitted = jax.jit(program.step_fn, in_shardings=(program.state_shardings, program.frozen_shardings,
                                                     program.batch_sharding),
                      out_shardings=(program.state_shardings, None), donate_argnums=0)
@@ -168,7 +172,9 @@ def compile_step(program: Program, state, frozen, batch_shapes):
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    report = {"flops_per_step_per_device": float((cost or {}).get("flops", 0.0))}
+    devices = program.batch_sharding.mesh.size
+    report = {"flops_per_step_per_device": matmul_flops(program.step_fn, state, frozen, batch_shapes) / devices,
+              "xla_flops_per_step_per_device": float((cost or {}).get("flops", 0.0))}
     if memory is not None:
         report.update({field: int(getattr(memory, field, 0)) for field in MEMORY_FIELDS})
     return compiled, report

@@ -10,6 +10,7 @@ once (only the first micro-batch lets it through), so accumulation and one big b
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -22,7 +23,7 @@ from georsclip_jax.models.lora import seed_dropout
 from georsclip_jax.sharding import param_path
 from georsclip_jax.transforms import normalize_pixels
 
-MAX_LOGIT_SCALE = float(jnp.log(100.0))
+MAX_LOGIT_SCALE = math.log(100.0)
 
 
 class TrainState(NamedTuple):

@@ -4,7 +4,12 @@
 
 Re-running the same command in the same workdir resumes from its newest checkpoint. Multi-host:
 on TPU pods `jax.distributed.initialize()` finds its peers itself; on GPU clusters it reads SLURM /
-Open MPI environments, or take --coordinator, --num_processes and --process_id.
+Open MPI environments, or take --coordinator, --num_processes and --process_id. The workdir may be
+a gs:// bucket path.
+
+    python -m georsclip_jax.main --config configs/X.py --workdir W --compile_only --topology v5p:4x4x4
+
+plans the run instead (plan.py): its train step compiled for a TPU topology, memory and FLOPs per chip.
 """
 
 from __future__ import annotations

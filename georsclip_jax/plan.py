@@ -13,6 +13,7 @@ remat, scanned blocks — over the topology's devices (libtpu compiles for them 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -38,11 +39,9 @@ def quiet_libtpu() -> None:
 def topology_devices(topology: str) -> list:
     from jax.experimental import topologies
 
-    try:
-        import libtpu  # noqa: F401  (jax finds the compiler through this package)
-    except ImportError:
+    if importlib.util.find_spec("libtpu") is None:  # jax finds the TPU compiler through this package
         raise ValueError(f"--topology: compiling for {topology} needs libtpu; pip install 'georsclip-jax[tpu]' "
-                         "(it installs and compiles on any Linux x86-64 machine, no TPU needed)") from None
+                         "(it installs and compiles on any Linux x86-64 machine, no TPU needed)")
     try:
         return list(topologies.get_topology_desc(topology_name=topology, platform="tpu").devices)
     except Exception as e:  # libtpu's own message names what is wrong with the name

@@ -77,6 +77,8 @@ def parse_flags(argv):
 
 
 def main(argv):
+    from georsclip_jax.train.guard import Diverged
+
     del argv
     logging.getLogger().setLevel(logging.INFO)
     for noisy in ("absl", "jax"):  # Orbax's per-save chatter, JAX's backend probing
@@ -91,6 +93,9 @@ def main(argv):
         from georsclip_jax.train.loop import train_and_evaluate
 
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
+    except Diverged as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
     except ValueError as e:
         if str(e).startswith(("config.", "--workdir", "--topology")):
             print(f"error: {e}", file=sys.stderr)

@@ -5,14 +5,17 @@ embed CLI; the suite as a training hook evaluates new parameters without recompi
 from __future__ import annotations
 
 import csv
+import html
 import json
 import os
+import re
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import georsclip_jax as gj
 from conftest import perturbed_open_clip
@@ -32,7 +35,7 @@ def setup(tmp_path_factory):
                             capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     with open(out) as f:
-        return root, data, reference, json.load(f), result.stdout
+        return root, data, reference, json.load(f), result.stdout, result.stderr
 
 
 def torch_zeroshot_acc(model, root) -> float:
@@ -85,7 +88,7 @@ def torch_retrieval(model, csv_path, image_dir, encoding) -> dict:
 
 
 def test_cli_prints_and_writes_the_full_table(setup):
-    root, _, _, results, stdout = setup
+    root, _, _, results, stdout, stderr = setup
     keys = results["results"]
     assert {"EuroSAT-zeroshot-acc", "RESISC45-zeroshot-acc", "AID-zeroshot-acc", "retrieval-mean-recall-rsitmd",
             "retrieval-image2text-R@10-rsicd", "Selo_Rsu", "Selo_Rda", "Selo_Ras", "Selo_Rmi"} <= set(keys)
@@ -93,13 +96,18 @@ def test_cli_prints_and_writes_the_full_table(setup):
     header = stdout.strip().splitlines()[0]
     assert header.startswith("| Model | EuroSAT_acc | RESISC45_acc | AID_acc | rsitmd I2T R@1") and "Selo_Rmi" in header
     assert (root / "out" / "results.md").read_text().strip() == stdout.strip()
-    assert (root / "out" / "results_selo" / "selo_000.png").exists()
-    assert results["details"]["selo_samples"][0]["jpg_name"] == "0.jpg"
+    sample = results["details"]["selo_samples"][0]
+    assert sample["jpg_name"] == "0.jpg"
+    overlay = Image.open(root / "out" / "results_selo" / "selo_000.png")
+    assert overlay.size == (700, 640) and len(overlay.getcolors(2**24)) > 1000  # a figure, not a blank page
+    index = (root / "out" / "results_selo" / "index.html").read_text()
+    assert 'src="selo_000.png"' in index and html.escape(sample["caption"]) in index and f"{sample['Rmi']:.4f}" in index
+    assert not re.search(r"\w+Warning: ", stderr), stderr  # e.g. NumPy's "Mean of empty slice"
 
 
 @pytest.mark.parametrize("name,folder", [("EuroSAT", "eurosat-rgb/2750"), ("RESISC45", "RESISC45"), ("AID", "AID")])
 def test_zeroshot_equals_the_protocol_in_pytorch(setup, name, folder):
-    _, data, reference, results, _ = setup
+    _, data, reference, results, _, _ = setup
     expected = torch_zeroshot_acc(reference, os.path.join(data, folder))
     assert results["results"][f"{name}-zeroshot-acc"] == pytest.approx(expected, abs=1e-4)  # torch means in float32
 
@@ -107,7 +115,7 @@ def test_zeroshot_equals_the_protocol_in_pytorch(setup, name, folder):
 @pytest.mark.parametrize("name,csv_name,images,encoding", [("rsitmd", "rsitmd_test.csv", "images", "utf-8"),
                                                            ("rsicd", "rsicd_test.csv", "RSICD_images", "gb18030")])
 def test_retrieval_equals_the_protocol_in_pytorch(setup, name, csv_name, images, encoding):
-    _, data, reference, results, _ = setup
+    _, data, reference, results, _, _ = setup
     expected = torch_retrieval(reference, os.path.join(data, name, csv_name), os.path.join(data, name, images), encoding)
     for key, value in expected.items():
         assert results["results"][f"retrieval-{key}-{name}"] == pytest.approx(value, abs=1e-4), key
@@ -117,7 +125,7 @@ def test_embed_cli_writes_ids_and_normalized_embeddings(setup, tmp_path):
     import open_clip
     from PIL import Image
 
-    root, data, reference, _, _ = setup
+    root, data, reference, _, _, _ = setup
     folder = os.path.join(data, "AID")
     out = tmp_path / "aid.npy"
     result = subprocess.run([sys.executable, "-m", "georsclip_jax.embed", "--model", "tiny", "--pretrained",
@@ -140,7 +148,7 @@ def test_suite_evaluates_new_parameters_without_recompiling(setup):
 
     from georsclip_jax.evals.suite import Suite
 
-    root, data, _, results, _ = setup
+    root, data, _, results, _, _ = setup
     model = gj.create_model("tiny", str(root / "tiny.pt"))
     suite = Suite(model, data, tasks=("zeroshot", "retrieval"), batch_size=32)
     first = suite()

@@ -64,6 +64,8 @@ def class_folder_set(root: str, name: str | None = None) -> ClassificationSet:
                 if filename.lower().endswith(IMAGE_EXTENSIONS):
                     paths.append(os.path.join(dirpath, filename))
                     labels.append(label)
+    if not paths:
+        raise ValueError(f"{root}: {len(classes)} class folders but no images ({', '.join(IMAGE_EXTENSIONS)})")
     return ClassificationSet(name or os.path.basename(root.rstrip("/")), tuple(paths),
                              np.asarray(labels, np.int32), tuple(georsclip_classname(c) for c in classes))
 
@@ -122,6 +124,8 @@ def retrieval_csv_set(csv_path: str, image_dir: str, name: str | None = None,
     encoding = encoding or ("gb18030" if "rsicd" in csv_path else "utf-8")
     with open(csv_path, newline="", encoding=encoding) as f:
         rows = list(csv.DictReader(f))
+    if not rows:
+        raise ValueError(f"retrieval CSV {csv_path} has no rows (expected filename,title per caption)")
     for column in ("filename", "title"):
         if rows and column not in rows[0]:
             raise KeyError(f"retrieval CSV {csv_path} has no {column!r} column; columns are {list(rows[0])}")

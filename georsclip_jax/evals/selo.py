@@ -172,22 +172,61 @@ def selo_metrics(prob: np.ndarray, polygons) -> dict[str, float]:
 
 # --- the task ------------------------------------------------------------------------------------
 
-def overlay(image_bgr: np.ndarray, prob: np.ndarray, polygons, max_side: int = 1024) -> np.ndarray:
-    """0.7 image + 0.3 JET heat map, ground-truth polygons in white, downscaled for viewing."""
-    heat = cv2.applyColorMap((prob * 255).astype(np.uint8), cv2.COLORMAP_JET)
-    out = cv2.addWeighted(image_bgr, 0.7, heat, 0.3, 0)
-    cv2.polylines(out, [np.asarray(p).astype(np.int32) for p in polygons], True, (255, 255, 255), 3)
-    scale = max_side / max(out.shape[:2])
-    return cv2.resize(out, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else out
+def save_overlay(path: str, image_bgr: np.ndarray, prob: np.ndarray, polygons, caption: str, metrics: dict,
+                 max_side: int = 1024) -> None:
+    """The scene with the probability map over it (JET, 30 %) and a colour bar, the ground-truth
+    polygons in white, the query as title and the sample's Rsu / Ras / Rda / Rmi beneath it."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+    from matplotlib.figure import Figure
+
+    scale = min(1.0, max_side / max(image_bgr.shape[:2]))
+    small = lambda a: cv2.resize(a, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else a
+    figure = Figure(figsize=(7, 6.4), layout="constrained")
+    axes = figure.subplots()
+    axes.imshow(small(image_bgr)[..., ::-1])
+    axes.imshow(small(prob), cmap="jet", alpha=0.3, vmin=0, vmax=1)
+    for polygon in polygons:
+        points = np.asarray(polygon, np.float64) * scale
+        axes.fill(points[:, 0], points[:, 1], fill=False, edgecolor="white", linewidth=2)
+    figure.colorbar(ScalarMappable(Normalize(0, 1), "jet"), ax=axes, shrink=0.8, label="probability")
+    axes.set_title(f"query: {caption}", fontsize=10, wrap=True)
+    axes.set_xlabel("   ".join(f"{name} {metrics[name]:.3f}" for name in METRICS))
+    axes.set_xticks([])
+    axes.set_yticks([])
+    figure.savefig(path, dpi=100)
 
 
-def evaluate_selo(encoders: Encoders, root: str, params=None, out_dir: str | None = None) -> dict:
-    """Per-sample and mean Rsu/Rda/Ras/Rmi over AIR-SLT (`annotations/anno.json`, `imgs/`)."""
+def write_index(out_dir: str, samples: list[dict]) -> None:
+    """index.html: every sample's query, metrics and overlay."""
+    from html import escape
+
+    rows = "\n".join(
+        f"<tr><td>{i}</td><td>{escape(s['jpg_name'])}</td><td>{escape(s['caption'])}</td>"
+        + "".join(f"<td>{s[name]:.4f}</td>" for name in METRICS)
+        + f'<td><a href="selo_{i:03d}.png"><img src="selo_{i:03d}.png" width="320"></a></td></tr>'
+        for i, s in enumerate(samples))
+    header = "".join(f"<th>{name}</th>" for name in METRICS)
+    with open(os.path.join(out_dir, "index.html"), "w") as f:
+        f.write(f"<!doctype html><meta charset='utf-8'><title>SeLo on AIR-SLT</title>\n<table border=1>"
+                f"<tr><th>#</th><th>image</th><th>query</th>{header}<th>overlay</th></tr>\n{rows}\n</table>\n")
+
+
+def read_annotations(root: str) -> list[dict]:
+    """AIR-SLT's `annotations/anno.json` (query, image name, polygons per sample), non-empty."""
     anno_path = os.path.join(root, "annotations", "anno.json")
     if not os.path.isfile(anno_path):
         raise FileNotFoundError(f"AIR-SLT annotations not found: {anno_path}")
     with open(anno_path) as f:
         samples = json.load(f)
+    if not samples:
+        raise ValueError(f"{anno_path} lists no samples (expected AIR-SLT's query / polygon annotations)")
+    return samples
+
+
+def evaluate_selo(encoders: Encoders, root: str, params=None, out_dir: str | None = None) -> dict:
+    """Per-sample and mean Rsu/Rda/Ras/Rmi over AIR-SLT (`annotations/anno.json`, `imgs/`)."""
+    samples = read_annotations(root)
     per_sample, cache = [], {}
     for index, sample in enumerate(samples):
         path = os.path.join(root, "imgs", sample["jpg_name"])
@@ -205,6 +244,9 @@ def evaluate_selo(encoders: Encoders, root: str, params=None, out_dir: str | Non
         per_sample.append({"caption": sample["caption"], "jpg_name": sample["jpg_name"], **metrics})
         if out_dir:
             os.makedirs(out_dir, exist_ok=True)
-            cv2.imwrite(os.path.join(out_dir, f"selo_{index:03d}.png"), overlay(image, prob, sample["points"]))
+            save_overlay(os.path.join(out_dir, f"selo_{index:03d}.png"), image, prob, sample["points"],
+                         sample["caption"], metrics)
+    if out_dir:
+        write_index(out_dir, per_sample)
     means = {name: float(np.mean([s[name] for s in per_sample])) for name in METRICS}
     return {"mean": means, "samples": per_sample}

@@ -7,15 +7,18 @@ That is both the evaluate CLI and the trainer's periodic eval hook.
 
 from __future__ import annotations
 
+import logging
+
 from georsclip_jax.data.eval_sets import rs5m_test_data
 from georsclip_jax.evals.encoders import Encoders
 from georsclip_jax.evals.retrieval import KS, evaluate_retrieval
-from georsclip_jax.evals.selo import METRICS, evaluate_selo
+from georsclip_jax.evals.selo import METRICS, evaluate_selo, read_annotations
 from georsclip_jax.evals.zeroshot import evaluate_zeroshot
 
 TASKS = ("zeroshot", "retrieval", "selo")
 ZEROSHOT_SETS = ("EuroSAT", "RESISC45", "AID")
 RETRIEVAL_SETS = ("rsitmd", "rsicd")
+log = logging.getLogger(__name__)
 
 
 class Suite:
@@ -25,12 +28,30 @@ class Suite:
         if unknown:
             raise ValueError(f"unknown eval task(s) {sorted(unknown)}; choose from {list(TASKS)}")
         self.tasks, self.protocol, self.selo_out = tuple(tasks), protocol, selo_out
-        self.encoders = Encoders(model, batch_size)
         sets = rs5m_test_data(data_root)
-        self.zeroshot = {n: sets[n]() for n in ZEROSHOT_SETS} if "zeroshot" in tasks else {}
-        self.retrieval = {n: sets[n]() for n in RETRIEVAL_SETS} if "retrieval" in tasks else {}
+        self.skipped: dict[str, str] = {}  # dataset -> why it was not evaluated
+        self.zeroshot = self._load("zeroshot", {n: sets[n] for n in ZEROSHOT_SETS}) if "zeroshot" in tasks else {}
+        self.retrieval = self._load("retrieval", {n: sets[n] for n in RETRIEVAL_SETS}) if "retrieval" in tasks else {}
         self.selo_root = sets["AIR-SLT"]
-        self.details: dict = {}
+        if "selo" in tasks:
+            read_annotations(self.selo_root)
+        self.encoders = Encoders(model, batch_size)
+        self.details: dict = {"skipped": self.skipped} if self.skipped else {}
+
+    def _load(self, task: str, loaders: dict) -> dict:
+        """The task's datasets that are present and non-empty; the others are skipped with their reason.
+        A task with none stops the run with every reason."""
+        loaded = {}
+        for name, load in loaders.items():
+            try:
+                loaded[name] = load()
+            except (FileNotFoundError, ValueError, KeyError) as e:
+                self.skipped[name] = str(e).strip("'\"")
+        if not loaded:
+            raise ValueError(f"{task}: no dataset to evaluate: " + "; ".join(self.skipped[n] for n in loaders))
+        for name in loaders.keys() - loaded.keys():
+            log.warning("%s: skipped %s: %s", task, name, self.skipped[name])
+        return loaded
 
     def __call__(self, params=None) -> dict[str, float]:
         results = {}

@@ -30,8 +30,10 @@ def base_config() -> ml_collections.ConfigDict:
         synthetic=dict(train_samples=0, val_samples=0, samples_per_shard=512, min_size=64, max_size=64,
                        eval_per_class=20, retrieval_images=60, selo_images=0),
     )
+    # profile_steps (start, stop): trace steps start..stop-1 into WORKDIR/tensorboard (train/profiler.py)
     c.train = dict(global_batch_size=256, total_steps=1000, epochs=0.0, seed=0, loss="clip", accum_steps=1,
-                   log_every=10, checkpoint_every=500, keep_checkpoints=3, async_checkpoints=True)
+                   log_every=10, checkpoint_every=500, keep_checkpoints=3, async_checkpoints=True,
+                   profile_steps=(0, 0))
     c.optim = dict(lr=5e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, warmup_steps=100, schedule="cosine",
                    grad_clip_norm=0.0)
     # Which parameters train (train/partition.py); lora.rank > 0 attaches adapters (models/lora.py).
@@ -100,6 +102,9 @@ def validate(config, device_count: int, workdir: str | None = None, check_data: 
     if train.accum_steps < 1 or train.global_batch_size % (train.accum_steps * dp):
         raise ValueError(f"config.train.accum_steps: {train.accum_steps} micro-batches do not divide the batch "
                          f"{train.global_batch_size} over {dp} data-parallel devices")
+    window = tuple(train.profile_steps)
+    if len(window) != 2 or not 0 <= window[0] <= window[1]:
+        raise ValueError(f"config.train.profile_steps: {window} is not (start, stop) with 0 <= start <= stop")
     if train.loss not in ("clip", "siglip"):
         raise ValueError(f"config.train.loss: {train.loss!r} is not 'clip' or 'siglip'")
     validate_peft(config.peft)

@@ -27,9 +27,11 @@ from georsclip_jax.adapters import base_fingerprint, save_adapter
 from georsclip_jax.checkpoint import Checkpointer, abstract_like
 from georsclip_jax.data.pipeline import DataIterator, PipelineOptions, SampleTransform, build_dataset
 from georsclip_jax.train.config import validate
+from georsclip_jax.train.guard import check_finite
 from georsclip_jax.train.partition import lora_config
 from georsclip_jax.train.program import (attach_lora, batch_structs, build_model, compile_step, initial_state,
                                          make_program)
+from georsclip_jax.train.profiler import IntervalTimer, ProfileWindow
 from georsclip_jax.train.validation import ValidationLoss
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,7 @@ log = logging.getLogger(__name__)
 # Dense bf16 peak FLOP/s per device, for MFU (float32 runs report none).
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12, "TPU v4": 275e12,
                    "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12}
+INPUT_BOUND = 0.5  # a log interval spending more than this share waiting for data is input-bound
 SYNC_SECONDS = 30  # how often an object-storage workdir receives the metrics between checkpoints
 
 
@@ -162,6 +165,8 @@ class MetricsLog:
         if resumed_at is not None and outputs.fetch("metrics.jsonl"):
             keep_until(path, resumed_at)  # steps after the checkpoint are trained (and logged) again
         self.jsonl = open(path, "a")
+        if resumed_at is not None:
+            self.jsonl.write(json.dumps({"step": resumed_at, "resumed": True}) + "\n")  # marked on the plots
         self.tensorboard = SummaryWriter(outputs.path("tensorboard"))
         self._synced = time.monotonic()
 
@@ -186,6 +191,14 @@ class MetricsLog:
         if self.enabled:
             self.jsonl.close()
             self.tensorboard.close()
+
+
+def progress_note(metrics: dict) -> dict[str, str]:
+    """The progress bar's postfix: loss, and the share of time spent waiting for data (flagged when the
+    input pipeline, not the step, sets the pace)."""
+    waiting = metrics["time/data_wait_fraction"]
+    return {"loss": f"{metrics['loss']:.3f}",
+            "data_wait": f"{waiting:.0%}" + (" (input-bound)" if waiting > INPUT_BOUND else "")}
 
 
 def keep_until(jsonl_path: str, step: int) -> None:
@@ -237,33 +250,42 @@ def train_and_evaluate(config, workdir: str) -> dict:
     evaluate = lambda params: run_evals(suite, validation, graphdef, params, frozen)
     metrics_log = MetricsLog(outputs, start)
     preemption = Preemption(checkpoints)
+    profile = ProfileWindow(config.train.profile_steps, outputs.path("tensorboard"), jax.process_index() == 0)
+    timer = IntervalTimer()
     peak = peak_flops(config)
     first = int(state.step)
     history = []
     bar = tqdm(total=total, initial=first, desc="train", unit="step", disable=jax.process_index() != 0)
-    tick = time.perf_counter()
     try:
         for step in range(first, total):
-            batch = next(batches)
-            state, metrics = compiled(state, frozen, {k: batch[k] for k in ("image", "tokens", "mask")})
+            profile.before(step)
+            with jax.profiler.StepTraceAnnotation("train", step_num=step):
+                batch = timer.next_batch(batches)
+                state, metrics = compiled(state, frozen, {k: batch[k] for k in ("image", "tokens", "mask")})
+            profile.after(step, state)
             done = step + 1
-            if done % config.train.log_every == 0 or done == total:
+            preempted = preemption.reached(done)
+            logs = done % config.train.log_every == 0 or done == total
+            saves = preempted or done % config.train.checkpoint_every == 0 or done == total
+            if logs or saves:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
-                elapsed, tick = time.perf_counter() - tick, time.perf_counter()
-                steps_timed = config.train.log_every if done % config.train.log_every == 0 else done % config.train.log_every
+            if logs:
+                steps_timed = (done - 1) % config.train.log_every + 1
+                elapsed, split = timer.split(steps_timed)
                 rate = steps_timed * config.train.global_batch_size / elapsed
-                metrics.update({"images_per_s": rate, "images_per_s_per_device": rate / jax.device_count(),
+                metrics.update({"images_per_s": rate, "images_per_s_per_device": rate / jax.device_count(), **split,
                                 **{f"skipped/{k}": v for k, v in global_skips(batches.skipped).items()}})
                 if peak:
                     metrics["mfu"] = report["flops_per_step_per_device"] * steps_timed / elapsed / peak
                 history.append({"step": done, **metrics})
                 metrics_log.write(done, metrics)
-                bar.set_postfix(loss=f"{metrics['loss']:.3f}")
+                bar.set_postfix(progress_note(metrics))
+            if logs or saves:  # never train on from, or save, a state that is no longer finite
+                check_finite(done, metrics, checkpoints.latest_step(), checkpoints.directory)
             if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
                 metrics_log.write(done, evaluate(state.params))
             bar.update(1)
-            preempted = preemption.reached(done)
-            if preempted or done % config.train.checkpoint_every == 0 or done == total:
+            if saves:
                 checkpoints.save(done, state, batches.get_state(),
                                  {"step": done, "config": config.to_dict(), "base_fingerprint": base,
                                   "process_count": jax.process_count()}, force=True)
@@ -271,11 +293,13 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if preempted:
                 break
     finally:
+        profile.close()
         bar.close()
         checkpoints.wait()
         checkpoints.close()
         batches.close()
         preemption.restore()
+        metrics_log.sync()
     results = {"steps": int(state.step), "preempted": preemption.flag, "compile": report,
                "last": history[-1] if history else {}}
     if not preemption.flag and (suite or validation):
@@ -342,10 +366,10 @@ def make_suite(config, model, eval_root: str):
 
 def finish(config, outputs: storage.Outputs, model, results: dict, base: str):
     """results.json, the loss curve as PNG, the adapters (if any) and the open_clip export (merged)."""
-    from georsclip_jax.train.plot import plot_loss
+    from georsclip_jax.train.plot import plot_run
 
     if config.export.loss_plot:
-        plot_loss(outputs.path("metrics.jsonl"), outputs.path("loss.png"))
+        plot_run(outputs.path("metrics.jsonl"), outputs.path("loss.png"))
     if lora_config(config.peft):
         save_adapter(model, outputs.path("adapter"), base)
         results["adapter"] = storage.join(outputs.workdir, "adapter")

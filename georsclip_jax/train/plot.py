@@ -1,34 +1,44 @@
-"""The loss curve as a PNG, drawn with PIL (no plotting library needed at run time)."""
+"""The run at a glance as one PNG (`WORKDIR/loss.png`): training and validation loss, learning rate
+and images/s over steps, with a dashed line wherever the run resumed from a checkpoint."""
 
 from __future__ import annotations
 
 import json
 
-from PIL import Image, ImageDraw
+PANELS = (("loss", (("loss", "training"), ("eval/val_loss", "validation"))),
+          ("learning rate", (("lr", None),)),
+          ("images / s", (("images_per_s", None),)))
 
-WIDTH, HEIGHT, MARGIN = 640, 400, 50
 
-
-def plot_loss(jsonl_path: str, png_path: str) -> None:
-    points = []
+def read_series(jsonl_path: str) -> tuple[dict[str, list[tuple[int, float]]], list[int]]:
+    """Each metric's (step, value) points, and the steps the run resumed at."""
+    series, resumed = {}, set()
     with open(jsonl_path) as f:
         for line in f:
             row = json.loads(line)
-            if "loss" in row:
-                points.append((row["step"], row["loss"]))
-    img = Image.new("RGB", (WIDTH, HEIGHT), "white")
-    draw = ImageDraw.Draw(img)
-    draw.rectangle((MARGIN, MARGIN // 2, WIDTH - MARGIN // 2, HEIGHT - MARGIN), outline="black")
-    draw.text((WIDTH // 2 - 40, 5), "training loss", fill="black")
-    if points:
-        steps, losses = zip(*sorted(points))
-        s0, s1 = min(steps), max(max(steps), min(steps) + 1)
-        l0, l1 = min(losses), max(max(losses), min(losses) + 1e-6)
-        x = lambda s: MARGIN + (s - s0) / (s1 - s0) * (WIDTH - 1.5 * MARGIN)
-        y = lambda v: HEIGHT - MARGIN - (v - l0) / (l1 - l0) * (HEIGHT - 1.5 * MARGIN)
-        draw.line([(x(s), y(v)) for s, v in zip(steps, losses)], fill=(30, 90, 200), width=2)
-        draw.text((5, MARGIN // 2), f"{l1:.2f}", fill="black")
-        draw.text((5, HEIGHT - MARGIN - 10), f"{l0:.2f}", fill="black")
-        draw.text((MARGIN, HEIGHT - MARGIN + 5), f"step {s0}", fill="black")
-        draw.text((WIDTH - 2 * MARGIN, HEIGHT - MARGIN + 5), f"step {s1}", fill="black")
-    img.save(png_path)
+            if row.get("resumed"):
+                resumed.add(row["step"])
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)) and not isinstance(value, bool):
+                    series.setdefault(key, []).append((row["step"], value))
+    return series, sorted(resumed)
+
+
+def plot_run(jsonl_path: str, png_path: str) -> None:
+    from matplotlib.figure import Figure  # no pyplot: no GUI backend, no global state
+
+    series, resumed = read_series(jsonl_path)
+    figure = Figure(figsize=(12, 3.6), layout="constrained")
+    for axes, (title, curves) in zip(figure.subplots(1, len(PANELS)), PANELS):
+        for key, label in curves:
+            if key in series:
+                steps, values = zip(*sorted(series[key]))
+                axes.plot(steps, values, marker="o" if len(steps) < 3 else None, label=label)
+        for step in resumed:
+            axes.axvline(step, color="grey", linestyle="--", linewidth=1,
+                         label="resumed" if step == resumed[0] and title == "loss" else None)
+        axes.set(title=title, xlabel="step")
+        axes.grid(alpha=0.3)
+        if title == "loss":
+            axes.legend()
+    figure.savefig(png_path, dpi=100)

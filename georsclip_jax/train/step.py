@@ -110,7 +110,7 @@ def make_train_step(graphdef, optimizer, lr_schedule, loss: str = "clip", accum_
         updates, opt_state = optimizer.update(grads, state.opt_state, state.params)
         params = clamp_logit_scale(optax.apply_updates(state.params, updates))
         metrics = {"loss": value, "grad_norm": optax.tree.norm(grads), "lr": lr_schedule(state.step),
-                   "logit_scale": scale}
+                   "logit_scale": scale, "l2_params": optax.tree.norm(params), "l2_updates": optax.tree.norm(updates)}
         return TrainState(state.step + 1, params, opt_state), metrics
 
     return train_step

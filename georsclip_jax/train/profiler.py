@@ -1,0 +1,60 @@
+"""A profiler window over training steps, and the data-wait / step-time split of every log interval.
+
+`config.train.profile_steps = (start, stop)` traces steps start..stop-1 with `jax.profiler` into the
+run's TensorBoard folder (TensorBoard's profile plugin / XProf read it; process 0 traces its host).
+Each step carries a `StepTraceAnnotation`, so the trace viewer shows step boundaries, as in flax's
+examples and big_vision.
+"""
+
+from __future__ import annotations
+
+import time
+
+import jax
+
+
+class ProfileWindow:
+    def __init__(self, steps, logdir: str, enabled: bool = True):
+        self.start, self.stop = (int(s) for s in steps)
+        self.logdir, self.enabled = logdir, enabled and self.stop > self.start
+        self.active = self.done = False
+
+    def before(self, step: int) -> None:
+        """Starts the trace at the window's first step (or the first step a resumed run reaches in it)."""
+        if self.enabled and not (self.active or self.done) and self.start <= step < self.stop:
+            jax.profiler.start_trace(self.logdir)
+            self.active = True
+
+    def after(self, step: int, state) -> None:
+        """Ends it once step stop-1 has run on the device."""
+        if self.active and step + 1 >= self.stop:
+            jax.block_until_ready(state)
+            self.close()
+
+    def close(self) -> None:
+        if self.active:
+            jax.profiler.stop_trace()
+            self.active, self.done = False, True
+
+
+class IntervalTimer:
+    """Wall time of a log interval split into waiting for the input pipeline and everything else (the
+    step: dispatch and device work, which the host waits for when it fetches the metrics)."""
+
+    def __init__(self):
+        self.tick, self.waited = time.perf_counter(), 0.0
+
+    def next_batch(self, batches):
+        start = time.perf_counter()
+        batch = next(batches)
+        self.waited += time.perf_counter() - start
+        return batch
+
+    def split(self, steps: int) -> tuple[float, dict[str, float]]:
+        """The interval's seconds, and per step: seconds waiting for data, seconds of the step, and the
+        share of the interval spent waiting for data."""
+        now = time.perf_counter()
+        elapsed, waited = now - self.tick, self.waited
+        self.tick, self.waited = now, 0.0
+        return elapsed, {"time/data_wait_s": waited / steps, "time/step_s": (elapsed - waited) / steps,
+                         "time/data_wait_fraction": waited / elapsed}

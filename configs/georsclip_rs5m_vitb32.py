@@ -5,6 +5,9 @@
 
 GeoRSCLIP's own pre-training hyperparameters were never published (eval spec §6); these follow
 ITRA's / open_clip's fine-tuning defaults and GeoRSCLIP's train transform (RRC 0.9-1, flip, rotation).
+Sized with the plan (BENCHMARKS.md): the global batch 4096 on v5e:4x4 (256 per chip) does not fit
+v5e's 16 GiB without remat (18.5 GiB); remat "dots" needs 10.1 GiB. On v6e no remat fits (26.9 of
+32 GiB): --config.model.remat=none there.
 """
 
 from georsclip_jax.train.config import base_config
@@ -15,6 +18,7 @@ def get_config(arg: str = ""):
     c.model.name = "ViT-B-32-quickgelu"
     c.model.init_from = "ViT-B-32.pt"             # OpenAI's TorchScript archive, or any open_clip file
     c.model.dtype = "bfloat16"
+    c.model.remat = "dots"
     c.data.kind = "tar"
     c.data.train = "RS5M/train/{pub11,rs3}-train-{0000..0031}.tar"
     c.data.augment = "georsclip"

@@ -283,7 +283,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if logs or saves:  # never train on from, or save, a state that is no longer finite
                 check_finite(done, metrics, checkpoints.latest_step(), checkpoints.directory)
             if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
-                metrics_log.write(done, evaluate(state.params))
+                with timer.excluding():
+                    metrics_log.write(done, evaluate(state.params))
             bar.update(1)
             if saves:
                 checkpoints.save(done, state, batches.get_state(),

@@ -33,7 +33,7 @@ def plot_run(jsonl_path: str, png_path: str) -> None:
         for key, label in curves:
             if key in series:
                 steps, values = zip(*sorted(series[key]))
-                axes.plot(steps, values, marker="o" if len(steps) < 3 else None, label=label)
+                axes.plot(steps, values, marker="o" if len(steps) <= 20 else None, label=label)
         for step in resumed:
             axes.axvline(step, color="grey", linestyle="--", linewidth=1,
                          label="resumed" if step == resumed[0] and title == "loss" else None)

@@ -8,6 +8,7 @@ examples and big_vision.
 
 from __future__ import annotations
 
+import contextlib
 import time
 
 import jax
@@ -39,10 +40,19 @@ class ProfileWindow:
 
 class IntervalTimer:
     """Wall time of a log interval split into waiting for the input pipeline and everything else (the
-    step: dispatch and device work, which the host waits for when it fetches the metrics)."""
+    step: dispatch and device work, which the host waits for when it fetches the metrics). Time spent
+    in periodic evaluations is left out of both."""
 
     def __init__(self):
-        self.tick, self.waited = time.perf_counter(), 0.0
+        self.tick, self.waited, self.excluded = time.perf_counter(), 0.0, 0.0
+
+    @contextlib.contextmanager
+    def excluding(self):
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.excluded += time.perf_counter() - start
 
     def next_batch(self, batches):
         start = time.perf_counter()
@@ -54,7 +64,7 @@ class IntervalTimer:
         """The interval's seconds, and per step: seconds waiting for data, seconds of the step, and the
         share of the interval spent waiting for data."""
         now = time.perf_counter()
-        elapsed, waited = now - self.tick, self.waited
-        self.tick, self.waited = now, 0.0
+        elapsed, waited = now - self.tick - self.excluded, self.waited
+        self.tick, self.waited, self.excluded = now, 0.0, 0.0
         return elapsed, {"time/data_wait_s": waited / steps, "time/step_s": (elapsed - waited) / steps,
                          "time/data_wait_fraction": waited / elapsed}

@@ -28,11 +28,13 @@ def resume_command() -> str:
     return " ".join(["python -m georsclip_jax.main", *map(shlex.quote, sys.argv[1:])])
 
 
-def check_finite(step: int, metrics: dict, newest_checkpoint: int | None, checkpoint_dir: str) -> None:
-    """Raises Diverged naming the step, the first non-finite metric and how to resume."""
+def check_finite(step: int, metrics: dict, newest_checkpoint, checkpoint_dir: str) -> None:
+    """Raises Diverged naming the step, the first non-finite metric and how to resume.
+    `newest_checkpoint()` is asked only then (listing a bucket at every log step would cost)."""
     name = first_non_finite(metrics)
     if name is None:
         return
+    newest_checkpoint = newest_checkpoint()
     where = (f"the newest checkpoint, step {newest_checkpoint} in {checkpoint_dir}, is finite: fix the cause "
              f"(e.g. a lower --config.optim.lr) and re-run to resume from it: {resume_command()}"
              if newest_checkpoint is not None else "no checkpoint was written before it; start again with a fix "

@@ -281,7 +281,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 metrics_log.write(done, metrics)
                 bar.set_postfix(progress_note(metrics))
             if logs or saves:  # never train on from, or save, a state that is no longer finite
-                check_finite(done, metrics, checkpoints.latest_step(), checkpoints.directory)
+                check_finite(done, metrics, checkpoints.latest_step, checkpoints.directory)
             if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
                 with timer.excluding():
                     metrics_log.write(done, evaluate(state.params))

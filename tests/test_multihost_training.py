@@ -79,7 +79,8 @@ def test_sigterm_to_one_process_saves_one_agreed_step_then_resumes_exactly(strai
     processes[1].send_signal(signal.SIGTERM)
     errors = wait_all(processes, timeout=300)  # both exit 0: no deadlock
     saved = final_params(term)[0]
-    assert 5 <= saved < TOTAL and saved % 4, f"expected a preemption save between checkpoints, got {saved}"
+    # The agreed step may fall on a periodic checkpoint step (8); the log line proves the preemption chose it.
+    assert 5 <= saved < TOTAL, f"expected a preemption save before the end, got {saved}"
     states = read_data_states(term / "checkpoints", saved)
     assert sorted(states) == [0, 1] and states[0]["position"] == states[1]["position"] == saved
     assert all(f"all processes save step {saved}" in e for e in errors), [e[-500:] for e in errors]

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import re
+import sys
 
 import jax
 import orbax.checkpoint as ocp
@@ -80,6 +81,47 @@ class DataStateRestore(ocp.args.CheckpointArgs):
     pass
 
 
+class CheckpointWriteError(RuntimeError):
+    """A checkpoint could not be written (disk full, quota, read-only volume); one line naming the file
+    and the cause. Orbax commits a step only when all of it is written, so the newest checkpoint stays whole."""
+
+
+def write_error(directory: str, step: int | None, error: Exception) -> CheckpointWriteError:
+    """TensorStore reports a failed write as 'Failed writing: "<file>": <cause> [os_error_code=...]'."""
+    found = re.search(r'Failed writing: "([^"]+)": (.*?)(?: \[os_error_code|$)', str(error), re.MULTILINE)
+    if found:
+        where, cause = found.groups()
+    elif isinstance(error, OSError):
+        where, cause = error.filename or directory, error.strerror or str(error)
+    else:
+        where, cause = directory, (str(error).splitlines() or [type(error).__name__])[0][:300]
+    pending = re.search(r"/(\d+)\.orbax-checkpoint-tmp", where)  # a failed background write of an earlier step
+    step = int(pending.group(1)) if pending else step
+    saving = f"saving step {step}" if step is not None else "saving a checkpoint"
+    return CheckpointWriteError(f"{saving}: cannot write {where}: {cause}")
+
+
+class _RepeatsOfAFailedWrite(logging.Filter):
+    """Orbax logs a failed background write with its traceback from each of its threads, then raises it
+    from the next save or wait, where it becomes one CheckpointWriteError line: drop the logged copies."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
+
+
+def report_write_failures_once() -> None:
+    """One line per failed checkpoint write instead of hundreds: Orbax's logged copies are dropped, and so
+    are the 'Event loop is closed' errors TensorStore's callbacks raise once the failed write's loop is gone."""
+    logging.getLogger("absl").addFilter(_RepeatsOfAFailedWrite())
+    default = sys.unraisablehook
+
+    def hook(unraisable):
+        if not (isinstance(unraisable.exc_value, RuntimeError) and "Event loop is closed" in str(unraisable.exc_value)):
+            default(unraisable)
+
+    sys.unraisablehook = hook
+
+
 class Checkpointer:
     def __init__(self, directory: str, keep: int = 3, async_save: bool = True):
         self.directory = storage.resolve(directory)
@@ -92,9 +134,14 @@ class Checkpointer:
         return self.manager.latest_step()
 
     def save(self, step: int, state, data_state: dict, meta: dict, force: bool = False) -> bool:
-        return self.manager.save(step, args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state), data=DataStateSave(data_state), meta=ocp.args.JsonSave(meta)),
-            force=force)
+        """Starts writing `step` (in the background when async); an earlier background write that failed
+        raises CheckpointWriteError here."""
+        try:
+            return self.manager.save(step, args=ocp.args.Composite(
+                state=ocp.args.StandardSave(state), data=DataStateSave(data_state), meta=ocp.args.JsonSave(meta)),
+                force=force)
+        except Exception as e:  # noqa: BLE001 -- whatever the storage layer raised, the write failed
+            raise write_error(self.directory, step, e) from None
 
     def read_meta(self, step: int) -> dict:
         """The run metadata alone (to check a checkpoint fits this run before restoring its state)."""
@@ -112,10 +159,26 @@ class Checkpointer:
         return self.manager.reached_preemption(step)
 
     def wait(self):
-        self.manager.wait_until_finished()
+        try:
+            self.manager.wait_until_finished()
+        except Exception as e:  # noqa: BLE001
+            raise write_error(self.directory, None, e) from None
 
     def close(self):
-        self.manager.close()
+        """Waits for a pending write and stops the manager's threads (also after a failed write, so none
+        is left to report the same failure again at exit); then raises that failure, if any."""
+        failure = None
+        try:
+            self.wait()
+        except CheckpointWriteError as e:
+            failure = e
+        try:
+            self.manager.close()
+        except Exception:  # noqa: BLE001
+            if failure is None:
+                raise  # otherwise it is the same failed write, reported below
+        if failure is not None:
+            raise failure
 
 
 def abstract_like(tree):

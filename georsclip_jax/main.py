@@ -15,6 +15,7 @@ plans the run instead (plan.py): its train step compiled for a TPU topology, mem
 from __future__ import annotations
 
 import logging
+import errno
 import sys
 
 from absl import app, flags
@@ -76,13 +77,19 @@ def parse_flags(argv):
         sys.exit(2)
 
 
+# A full or read-only disk, a quota: the run cannot go on, and a traceback would not say more.
+DISK_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM)
+
+
 def main(argv):
+    from georsclip_jax.checkpoint import CheckpointWriteError, report_write_failures_once
     from georsclip_jax.train.guard import Diverged
 
     del argv
     logging.getLogger().setLevel(logging.INFO)
     for noisy in ("absl", "jax"):  # Orbax's per-save chatter, JAX's backend probing
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    report_write_failures_once()
     try:
         if FLAGS.compile_only:
             from georsclip_jax.plan import plan_and_report
@@ -93,8 +100,13 @@ def main(argv):
         from georsclip_jax.train.loop import train_and_evaluate
 
         train_and_evaluate(FLAGS.config, FLAGS.workdir)
-    except Diverged as e:
+    except (Diverged, CheckpointWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
+        sys.exit(1)
+    except OSError as e:
+        if e.errno not in DISK_ERRORS:
+            raise
+        print(f"error: cannot write {e.filename or FLAGS.workdir}: {e.strerror}", file=sys.stderr)
         sys.exit(1)
     except ValueError as e:
         if str(e).startswith(("config.", "--workdir", "--topology")):

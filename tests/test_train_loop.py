@@ -53,13 +53,46 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
     ("--config.data.train=/nope/x-{0000..0001}.tar", "error: config.data.train: not found: /nope/x-0000.tar"),
     ("--config.mesh.data=16", "error: config.mesh: {'data': 16, 'fsdp': 1} needs 16 devices, but 8 are available"),
     ("--config.peft.trainable=lora", "error: config.peft.lora.rank: 'lora' is trainable but no adapters are attached"),
+    ("--config.optim.lr=-0.001", "error: config.optim.lr: -0.001 must be positive"),
+    ("--config.train.total_steps=-10", "error: config.train.total_steps: -10 must be at least 1"),
+    ("--config.train.global_batch_size=0", "error: config.train.global_batch_size: 0 must be at least 1"),
+    ("--config.model.name=ViT-B-32-quickgleu",
+     "error: config.model.name: unknown 'ViT-B-32-quickgleu' (did you mean ViT-B-32-quickgelu?)"),
+    ("--workdir=/sys/georsclip/run", "error: --workdir: /sys/georsclip/run: cannot write there"),
 ])
 def test_bad_configs_stop_with_one_line(tmp_path, override, message):
     extra = ["--config.data.synthetic.train_samples=0"] if "data.train" in override else []
-    result = subprocess.run(command(tmp_path, override, *extra), env=env(), capture_output=True, text=True,
+    result = subprocess.run(command(tmp_path, *extra, override), env=env(), capture_output=True, text=True,
                             timeout=300, cwd=ROOT)
     assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == \
+        [result.stderr.strip().splitlines()[-1]]
     assert result.stderr.strip().splitlines()[-1].startswith(message)
+
+
+def test_a_disk_that_fills_during_a_save_stops_in_one_line_and_keeps_no_partial_checkpoint(tmp_path):
+    """A file-size limit makes every write past 2 MB fail as a full disk does (the checkpoint's data file
+    is ~9 MB; the data shards are smaller). The step-2 write fails in the background and is reported
+    once, at the next save; nothing half-written counts as a checkpoint; a re-run on a good disk finishes."""
+    import resource
+
+    limit = lambda: resource.setrlimit(resource.RLIMIT_FSIZE, (2 << 20, 2 << 20))
+    overrides = (*SMALL, "--config.train.total_steps=4", "--config.train.checkpoint_every=2")
+    result = subprocess.run(command(tmp_path, *overrides), env=env(), capture_output=True, text=True, timeout=300,
+                            cwd=ROOT, preexec_fn=limit)
+    lines = [line for line in result.stderr.splitlines() if line.strip() and "TPU" not in line and "tpu" not in line]
+    errors = [line for line in lines if line.startswith("error:")]
+    assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+    assert len(errors) == 1 and errors[0].startswith("error: saving step 2: cannot write ") and \
+        errors[0].endswith("File too large"), errors
+    assert len(lines) < 15, lines  # not the same failure from every Orbax thread
+    from georsclip_jax.checkpoint import Checkpointer
+
+    checkpoints = Checkpointer(str(tmp_path / "checkpoints"))
+    assert checkpoints.latest_step() is None
+    checkpoints.close()
+    run(tmp_path, *overrides)
+    assert final_params(tmp_path)[0] == 4
 
 
 def test_unknown_key_in_a_recipe_file_is_named(tmp_path):

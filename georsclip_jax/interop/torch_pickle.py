@@ -11,16 +11,21 @@ TorchScript archive, and only as inert attribute bags.
 from __future__ import annotations
 
 import collections
+import dataclasses
+import math
 import pickle
 import zipfile
+import zlib
 from pathlib import Path
 from typing import Any
 
 import ml_dtypes
 import numpy as np
 
+from georsclip_jax.interop.errors import CheckpointError
 
-class UnsafePickleError(pickle.UnpicklingError):
+
+class UnsafePickleError(CheckpointError, pickle.UnpicklingError):
     """The file references a global outside the allow-list; nothing from it was executed."""
 
 
@@ -38,9 +43,29 @@ STORAGE_DTYPES = {
 }
 
 
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class _StorageType:
-    def __init__(self, name: str):
-        self.dtype = np.dtype(STORAGE_DTYPES[name])
+    """A storage class named in the pickle. Frozen and slotted: a pickle's BUILD opcode cannot swap in
+    another dtype (an object dtype over raw bytes would turn file bytes into pointers)."""
+
+    name: str
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class _Storage:
+    key: str
+    array: np.ndarray  # 1-D, the record's bytes viewed as the storage dtype
+
+
+@dataclasses.dataclass(frozen=True, slots=True, eq=False)
+class _PendingTensor:
+    """A tensor as the pickle declares it. Viewed only after unpickling, once its key in the loaded tree
+    is known, so a bad declaration is reported with the name a user recognises."""
+
+    storage: Any
+    offset: Any
+    size: Any
+    stride: Any
 
 
 class ScriptObject:
@@ -60,15 +85,81 @@ def _script_class(qualified_name: str):
 
 
 def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
-    if not size:
-        return np.array(storage[storage_offset])
+    if stride == () and isinstance(size, tuple) and all(map(_is_index, size)):  # torch: no strides = contiguous
+        stride = tuple(math.prod(size[i + 1:]) for i in range(len(size)))
+    return _PendingTensor(storage, storage_offset, size, stride)
+
+
+def _is_index(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+
+def _tensor_problem(t: _PendingTensor) -> str | None:
+    """Why the declared view would read outside its storage (or cannot be a tensor), else None."""
+    if not isinstance(t.storage, _Storage):
+        return f"its storage is a {type(t.storage).__name__}, not a storage record"
+    if not isinstance(t.size, tuple) or not all(_is_index(n) and n < 2**63 for n in (t.offset, *t.size)):
+        return f"offset {t.offset!r} or sizes {t.size!r} are not non-negative 64-bit integers"
+    if not isinstance(t.stride, tuple) or len(t.stride) != len(t.size) or \
+            not all(isinstance(s, int) and -2**63 <= s < 2**63 for s in t.stride):
+        return f"strides {t.stride!r} are not 64-bit integers, one per size {t.size}"
+    numel, length = math.prod(t.size), t.storage.array.size
+    if numel == 0:  # nothing is read (as in torch)
+        return None
+    if any(s < 0 for n, s in zip(t.size, t.stride) if n > 1):  # a size-1 dim never steps
+        return f"strides {t.stride} are negative"
+    last = t.offset + sum((n - 1) * s for n, s in zip(t.size, t.stride) if n > 1)
+    if last >= length:
+        return (f"sizes {t.size} with strides {t.stride} from offset {t.offset} reach element {last}, "
+                f"but storage '{t.storage.key}' holds {length}")
+    if numel > length:
+        return f"declares {numel} elements over a storage of {length} (overlapping views are not supported)"
+    return None
+
+
+def _view(t: _PendingTensor, name: str, where: str) -> np.ndarray:
+    problem = _tensor_problem(t)
+    if problem:
+        raise CheckpointError(f"{where}: tensor '{name}': {problem}")
+    storage = t.storage.array
+    if math.prod(t.size) == 0:
+        return np.zeros(t.size, storage.dtype)
+    if storage.dtype == np.bool_:  # any nonzero byte is True to torch; NumPy wants exactly 0 or 1
+        storage = storage.view(np.uint8) != 0
     itemsize = storage.dtype.itemsize
-    view = np.lib.stride_tricks.as_strided(
-        storage[storage_offset:], shape=tuple(size), strides=tuple(s * itemsize for s in stride), writeable=False
-    )
+    strides = tuple(s * itemsize if n > 1 else 0 for n, s in zip(t.size, t.stride))  # a size-1 dim never steps
+    view = np.lib.stride_tricks.as_strided(storage[t.offset:], shape=t.size, strides=strides, writeable=False)
     # A contiguous tensor stays a read-only view of its storage bytes: converting a checkpoint then
     # holds each weight once, not twice.
     return view if view.flags.c_contiguous else np.array(view)
+
+
+_PLAIN = (int, float, complex, str, bytes, bool, type(None))
+
+
+def _materialize(obj, name: str, where: str, seen: set[int]):
+    """Replace every pending tensor in the loaded tree by its validated array, naming it by its path.
+    Whatever else the tree holds must be plain data: a stray callable or storage means a damaged stream."""
+    if isinstance(obj, _PendingTensor):
+        return _view(obj, name or "<root>", where)
+    if isinstance(obj, _PLAIN) or id(obj) in seen:  # a pickle can build cycles
+        return obj
+    seen.add(id(obj))
+    join = (lambda k: f"{name}.{k}" if name else str(k))
+    if isinstance(obj, dict):
+        for key in list(obj):
+            obj[key] = _materialize(obj[key], join(key), where, seen)
+    elif isinstance(obj, list):
+        obj[:] = [_materialize(v, join(i), where, seen) for i, v in enumerate(obj)]
+    elif type(obj) is tuple:
+        return tuple(_materialize(v, join(i), where, seen) for i, v in enumerate(obj))
+    elif isinstance(obj, (set, frozenset)) and all(isinstance(v, _PLAIN) for v in obj):
+        return obj
+    elif isinstance(obj, ScriptObject):
+        obj.attributes = _materialize(getattr(obj, "attributes", {}), name, where, seen)
+    else:
+        raise CheckpointError(f"{where}: '{name or '<root>'}' is a {type(obj).__name__}, not data (damaged pickle?)")
+    return obj
 
 
 def _rebuild_parameter(data, *_ignored):
@@ -79,16 +170,12 @@ def _rebuild_parameter_with_state(data, *_ignored):
     return data
 
 
-class _TorchSize(tuple):
-    pass
-
-
 _SAFE_GLOBALS = {
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter_with_state,
-    ("torch", "Size"): _TorchSize,
+    ("torch", "Size"): tuple,
     ("builtins", "set"): set,
     ("builtins", "frozenset"): frozenset,
     ("builtins", "tuple"): tuple,
@@ -120,65 +207,93 @@ class _RestrictedUnpickler(pickle.Unpickler):
         )
 
     def persistent_load(self, pid):
-        if not (isinstance(pid, tuple) and pid and pid[0] == "storage"):
-            raise UnsafePickleError(f"{self._where}: unsupported persistent id {pid!r}")
-        _, storage_type, key, _location, _numel = pid[:5]
-        if not isinstance(storage_type, _StorageType):
-            raise UnsafePickleError(f"{self._where}: storage of unknown type {storage_type!r}")
-        return self._load_storage(str(key), storage_type.dtype)
+        if not (isinstance(pid, tuple) and len(pid) >= 5 and pid[0] == "storage"):
+            raise CheckpointError(f"{self._where}: unsupported persistent id {pid!r}")
+        _, storage_type, key, _location, numel = pid[:5]
+        if not isinstance(storage_type, _StorageType) or not isinstance(key, str) or not _is_index(numel):
+            raise CheckpointError(f"{self._where}: malformed storage record {pid!r}")
+        return self._load_storage(key, np.dtype(STORAGE_DTYPES[storage_type.name]), numel)
 
 
 def _zip_root(zf: zipfile.ZipFile, path: Path) -> str:
     names = [n for n in zf.namelist() if n.endswith("data.pkl") and n.count("/") == 1]
     if not names:
-        raise ValueError(f"{path}: not a PyTorch checkpoint (zip without <root>/data.pkl)")
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (zip without <root>/data.pkl)")
     return names[0].split("/")[0]
+
+
+MAX_INFLATED_RECORD = 64 << 20  # TorchScript compresses its code files; nothing larger belongs in one
+
+
+def _record(zf: zipfile.ZipFile, member: str, path: Path) -> zipfile.ZipInfo:
+    """A record's entry, refused before it is read if its declared length exceeds the archive (stored)
+    or 64 MiB (compressed: a zip bomb inflates without bound)."""
+    try:
+        info = zf.getinfo(member)
+    except KeyError:
+        raise CheckpointError(f"{path}: record '{member}' is missing (truncated file?)") from None
+    limit = path.stat().st_size if info.compress_type == zipfile.ZIP_STORED else MAX_INFLATED_RECORD
+    if info.file_size > limit:
+        raise CheckpointError(f"{path}: record '{member}' declares {info.file_size} bytes, more than {limit}")
+    return info
+
+
+def read_record(zf: zipfile.ZipFile, member: str, path: Path) -> bytes:
+    """A record's bytes, read only if `_record` admits it."""
+    info = _record(zf, member, path)
+    try:
+        return zf.read(info)
+    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, zlib.error) as e:
+        raise CheckpointError(f"{path}: record '{member}' is corrupt or truncated ({e})") from None
 
 
 def load(path: str | Path) -> Any:
     """Load a torch-saved object (state dict, training checkpoint, TorchScript archive) as NumPy arrays.
 
-    TorchScript archives come back as `ScriptObject` trees; see `script_state_dict`.
+    Every tensor's offset, sizes and strides are checked against its storage before it is viewed.
+    Anything wrong raises `CheckpointError` naming the file (and the tensor). TorchScript archives come
+    back as `ScriptObject` trees; see `script_state_dict`.
     """
     path = Path(path)
     try:
         zf = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as e:
         with open(path, "rb") as f:
             head = f.read(16)
         if head[:1] == b"\x80":
-            raise ValueError(
+            raise CheckpointError(
                 f"{path}: legacy (pre torch 1.6) serialization or a bare pickle; re-save it with a recent "
                 "torch.save, or use safetensors"
             ) from None
-        raise ValueError(f"{path}: not a PyTorch checkpoint, or the file is truncated (no zip directory found)") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint, or the file is truncated ({e})") from None
     with zf:
         root = _zip_root(zf, path)
-        byteorder = zf.read(f"{root}/byteorder").decode() if f"{root}/byteorder" in zf.namelist() else "little"
-        if byteorder != "little":
-            raise ValueError(f"{path}: big-endian checkpoints are not supported")
-        script = f"{root}/constants.pkl" in zf.namelist()
-        storages: dict[str, np.ndarray] = {}
+        names = set(zf.namelist())
+        byteorder = read_record(zf, f"{root}/byteorder", path) if f"{root}/byteorder" in names else b"little"
+        if byteorder != b"little":
+            raise CheckpointError(f"{path}: byte order {byteorder[:16]!r}: only little-endian checkpoints are supported")
+        storages: dict[str, _Storage] = {}
 
-        def load_storage(key: str, dtype: np.dtype) -> np.ndarray:
+        def load_storage(key: str, dtype: np.dtype, numel: int) -> _Storage:
             if key not in storages:
-                member = f"{root}/data/{key}"
-                try:
-                    raw = zf.read(member)
-                except KeyError:
-                    raise ValueError(f"{path}: storage '{member}' is missing (truncated file?)") from None
-                except (zipfile.BadZipFile, EOFError, OSError) as e:
-                    raise ValueError(f"{path}: storage '{member}' is corrupt or truncated ({e})") from None
-                storages[key] = np.frombuffer(raw, dtype=dtype)
+                raw = read_record(zf, f"{root}/data/{key}", path)
+                if len(raw) != numel * dtype.itemsize:  # as torch.load checks
+                    raise CheckpointError(f"{path}: storage '{key}' is declared as {numel} {dtype} elements "
+                                          f"but its record holds {len(raw)} bytes")
+                storages[key] = _Storage(key, np.frombuffer(raw, dtype=dtype))
+            if storages[key].array.dtype != dtype:  # torch would silently use the first type
+                raise CheckpointError(f"{path}: storage '{key}' is declared as two dtypes, "
+                                      f"{storages[key].array.dtype} and {dtype}")
             return storages[key]
 
         try:
-            with zf.open(f"{root}/data.pkl") as f:
-                return _RestrictedUnpickler(f, load_storage, where=str(path), script=script).load()
-        except UnsafePickleError:
+            with zf.open(_record(zf, f"{root}/data.pkl", path)) as f:
+                unpickler = _RestrictedUnpickler(f, load_storage, where=str(path), script=f"{root}/constants.pkl" in names)
+                return _materialize(unpickler.load(), "", str(path), set())
+        except CheckpointError:
             raise
-        except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile) as e:
-            raise ValueError(f"{path}: corrupt or truncated pickle data ({e})") from None
+        except Exception as e:  # noqa: BLE001 -- a corrupt pickle stream can fail in any built-in way
+            raise CheckpointError(f"{path}: corrupt or truncated pickle data ({type(e).__name__}: {e})") from None
 
 
 def script_state_dict(obj: ScriptObject, prefix: str = "") -> dict[str, np.ndarray]:

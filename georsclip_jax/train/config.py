@@ -7,6 +7,10 @@ divide over the data-parallel devices, missing data.
 
 from __future__ import annotations
 
+import difflib
+import os
+import tempfile
+
 import ml_collections
 
 from georsclip_jax import storage
@@ -49,6 +53,77 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+# Every numeric field's allowed range: (path, test, what the test means).
+RANGES = (
+    ("train.global_batch_size", lambda v: v >= 1, "at least 1"),
+    ("train.total_steps", lambda v: v >= 1, "at least 1"),
+    ("train.epochs", lambda v: v >= 0, "0 (use total_steps) or positive"),
+    ("train.accum_steps", lambda v: v >= 1, "at least 1"),
+    ("train.log_every", lambda v: v >= 1, "at least 1"),
+    ("train.checkpoint_every", lambda v: v >= 1, "at least 1"),
+    ("train.keep_checkpoints", lambda v: v >= 1, "at least 1"),
+    ("optim.lr", lambda v: v > 0, "positive"),
+    ("optim.b1", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.b2", lambda v: 0 <= v < 1, "in [0, 1)"),
+    ("optim.eps", lambda v: v > 0, "positive"),
+    ("optim.weight_decay", lambda v: v >= 0, "0 or positive"),
+    ("optim.warmup_steps", lambda v: v >= 0, "0 or positive"),
+    ("optim.grad_clip_norm", lambda v: v >= 0, "0 (off) or positive"),
+    ("data.num_workers", lambda v: v >= 0, "0 (in-process) or positive"),
+    ("data.max_pixels", lambda v: v >= 1, "at least 1"),
+    ("eval.batch_size", lambda v: v >= 1, "at least 1"),
+    ("eval.every_steps", lambda v: v >= 0, "0 (only at the end) or positive"),
+    ("sharding.fsdp_min_size", lambda v: v >= 0, "0 or positive"),
+    ("peft.lora.alpha", lambda v: v > 0, "positive"),
+    *((f"data.synthetic.{k}", lambda v: v >= 0, "0 or positive") for k in (
+        "train_samples", "val_samples", "eval_per_class", "retrieval_images", "selo_images")),
+    *((f"data.synthetic.{k}", lambda v: v >= 1, "at least 1") for k in ("samples_per_shard", "min_size", "max_size")),
+)
+
+
+def choices() -> dict[str, list[str]]:
+    """Every name field and the registry it must come from."""
+    from georsclip_jax.evals.suite import TASKS
+    from georsclip_jax.models.configs import list_models
+    from georsclip_jax.models.layers import REMAT_POLICIES
+    from georsclip_jax.sharding import PRESETS
+
+    return {"model.name": list_models(), "model.act": ["", "gelu", "quick_gelu"],
+            "model.dtype": ["float32", "bfloat16"], "model.remat": sorted(REMAT_POLICIES),
+            "model.attention_impl": ["", "xla", "cudnn"], "train.loss": ["clip", "siglip"],
+            "optim.schedule": ["cosine", "constant"], "data.kind": ["tar", "metafile", "array_record", "karpathy"],
+            "data.augment": ["georsclip", "open_clip", "none"], "data.image_dtype": ["uint8", "float32"],
+            "eval.protocol": ["georsclip", "clip_benchmark"], "sharding.rules": sorted(PRESETS),
+            "eval.tasks": list(TASKS)}
+
+
+def _field(config, path: str):
+    for part in path.split("."):
+        config = config[part]
+    return config
+
+
+def validate_values(config) -> None:
+    """Every numeric field in its range and every name in its registry, or one line naming the field."""
+    for path, test, meaning in RANGES:
+        value = _field(config, path)
+        if not test(value):
+            raise ValueError(f"config.{path}: {value!r} must be {meaning}")
+    for path, known in choices().items():
+        value = _field(config, path)
+        if path == "eval.tasks":
+            names = [t for t in str(value).split(",") if t]
+        elif path == "sharding.rules" and not isinstance(value, str):
+            continue  # an explicit rule list, checked where it is resolved
+        else:
+            names = [str(value)]
+        for name in names:
+            if name not in known:
+                near = difflib.get_close_matches(name, known, n=1)
+                hint = f" (did you mean {near[0]}?)" if near else f"; known: {', '.join(k or repr(k) for k in known)}"
+                raise ValueError(f"config.{path}: unknown {name!r}{hint}")
+
+
 def unknown_keys(config, schema, prefix="config") -> list[str]:
     out = []
     for key in config.keys():
@@ -71,16 +146,24 @@ def data_files(data, path: str) -> list[str]:
 
 
 def validate_workdir(workdir: str) -> None:
-    """Checkpoints go through Orbax, which writes local paths and gs:// (TensorStore's GCS driver)."""
-    if storage.is_remote(workdir) and not workdir.startswith("gs://"):
-        raise ValueError(f"--workdir: {workdir}: Orbax writes checkpoints to local paths and gs:// only; use a "
-                         "gs:// bucket or a mounted path (data may still be read from other object stores)")
+    """Checkpoints go through Orbax, which writes local paths and gs:// (TensorStore's GCS driver). A local
+    workdir is created and written to once here, so a read-only one stops the run before it starts."""
+    if storage.is_remote(workdir):
+        if not workdir.startswith("gs://"):
+            raise ValueError(f"--workdir: {workdir}: Orbax writes checkpoints to local paths and gs:// only; use "
+                             "a gs:// bucket or a mounted path (data may still be read from other object stores)")
+        return
+    try:
+        os.makedirs(workdir, exist_ok=True)
+        with tempfile.TemporaryFile(dir=workdir):
+            pass
+    except OSError as e:
+        raise ValueError(f"--workdir: {workdir}: cannot write there ({e.strerror or e})") from None
 
 
 def validate(config, device_count: int, workdir: str | None = None, check_data: bool = True) -> None:
     """Raises ValueError naming the first bad field. `check_data=False` (planning a run on another
     machine) skips the checks that the data and weights exist."""
-    from georsclip_jax.models.layers import REMAT_POLICIES
     from georsclip_jax.sharding import BATCH_AXES, mesh_shape
     from georsclip_jax.train.partition import validate_peft
 
@@ -89,8 +172,7 @@ def validate(config, device_count: int, workdir: str | None = None, check_data: 
         raise ValueError(f"{bad[0]}: unknown config key")
     if workdir is not None:
         validate_workdir(workdir)
-    if str(config.model.remat) not in REMAT_POLICIES:
-        raise ValueError(f"config.model.remat: {config.model.remat!r} is not one of {sorted(REMAT_POLICIES)}")
+    validate_values(config)
     mesh = mesh_shape(dict(config.mesh), device_count)
     dp = 1
     for axis in BATCH_AXES:
@@ -105,13 +187,7 @@ def validate(config, device_count: int, workdir: str | None = None, check_data: 
     window = tuple(train.profile_steps)
     if len(window) != 2 or not 0 <= window[0] <= window[1]:
         raise ValueError(f"config.train.profile_steps: {window} is not (start, stop) with 0 <= start <= stop")
-    if train.loss not in ("clip", "siglip"):
-        raise ValueError(f"config.train.loss: {train.loss!r} is not 'clip' or 'siglip'")
     validate_peft(config.peft)
-    if config.data.kind not in ("tar", "metafile", "array_record", "karpathy"):
-        raise ValueError(f"config.data.kind: {config.data.kind!r} is not tar, metafile, array_record or karpathy")
-    if config.data.augment not in ("georsclip", "open_clip", "none"):
-        raise ValueError(f"config.data.augment: {config.data.augment!r} is not georsclip, open_clip or none")
     if config.data.kind == "array_record" and storage.is_remote(config.data.train):
         raise ValueError(f"config.data.train: {config.data.train}: ArrayRecord shards are read with local file "
                          "I/O; copy them to a local disk or read tar shards from object storage")

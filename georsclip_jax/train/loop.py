@@ -296,11 +296,12 @@ def train_and_evaluate(config, workdir: str) -> dict:
     finally:
         profile.close()
         bar.close()
-        checkpoints.wait()
-        checkpoints.close()
-        batches.close()
-        preemption.restore()
-        metrics_log.sync()
+        try:
+            checkpoints.close()  # waits for the last write; raises CheckpointWriteError if one failed
+        finally:
+            batches.close()
+            preemption.restore()
+            metrics_log.sync()
     results = {"steps": int(state.step), "preempted": preemption.flag, "compile": report,
                "last": history[-1] if history else {}}
     if not preemption.flag and (suite or validation):

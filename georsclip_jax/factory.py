@@ -16,6 +16,7 @@ from georsclip_jax.models.clip import CLIP
 from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig, get_model_config
 from georsclip_jax.models.layers import ModelOptions
 from georsclip_jax.models.lora import merge_lora
+from georsclip_jax.tokenizer import get_tokenizer
 
 OUR_CONFIG = "georsclip_config.json"
 OUR_WEIGHTS = "params.safetensors"
@@ -31,6 +32,8 @@ def create_model(
     options: ModelOptions = ModelOptions(),
     seed: int = 0,
     shardings=None,
+    init_logit_scale: float | None = None,
+    init_logit_bias: float | None = None,
 ) -> CLIP:
     """Build a CLIP by open_clip name (or config), optionally loading weights.
 
@@ -39,15 +42,21 @@ def create_model(
     act: 'gelu' | 'quick_gelu'; overrides what the name or file says. Needed when neither tells,
     i.e. a bare state dict loaded without a model name.
     shardings: optional parameter shardings; weights are placed straight into them.
+    init_logit_scale, init_logit_bias: as open_clip's (SigLIP: log 10 and -10). A bias the weights lack
+    starts at 0 (open_clip's load_checkpoint); the weights' logit scale is kept.
     """
     config = get_model_config(model_name) if isinstance(model_name, str) else model_name
     if pretrained is None:
         if config is None:
             raise ValueError("create_model needs a model name or config when no pretrained weights are given")
-        config = _override(config, act, image_size)
+        config = _override(config, act, image_size, init_logit_bias)
+        if init_logit_scale is not None:
+            config = config.replace(init_logit_scale=init_logit_scale)
         return CLIP(config, options, rngs=nnx.Rngs(seed))
     config, preprocess, params, source = _read_weights(Path(pretrained), config, act)
-    config = _override(config, act, image_size)
+    config = _override(config, act, image_size, init_logit_bias)
+    if config.init_logit_bias is not None and "logit_bias" not in params:
+        params["logit_bias"] = np.zeros((), np.float32)  # as open_clip's load_checkpoint
     if preprocess is None or image_size:
         preprocess = dataclasses.replace(preprocess or PreprocessConfig(), image_size=config.vision.image_size)
     model = abstract_model(config, options, preprocess)
@@ -62,13 +71,12 @@ def _read_weights(pretrained: Path, named: CLIPConfig | None, act: str | None):
         return config, preprocess, params, str(pretrained / OUR_WEIGHTS)
     ckpt = checkpoints.read_checkpoint(pretrained)
     config = _resolve_config(named, ckpt, act)
-    sd = ckpt.state_dict
-    if config.init_logit_bias is not None and "logit_bias" not in sd:
-        sd["logit_bias"] = np.zeros((), np.float32)  # as open_clip's load_checkpoint
-    return config, ckpt.preprocess, open_clip.to_ours(sd), ckpt.source
+    return config, ckpt.preprocess, open_clip.to_ours(ckpt.state_dict), ckpt.source
 
 
-def _override(config: CLIPConfig, act: str | None, image_size: int | None) -> CLIPConfig:
+def _override(config: CLIPConfig, act: str | None, image_size: int | None, logit_bias: float | None) -> CLIPConfig:
+    if logit_bias is not None and config.init_logit_bias is None:
+        config = config.replace(init_logit_bias=logit_bias)
     if act is not None:
         config = config.replace(act=act)
     if image_size is not None:
@@ -178,7 +186,8 @@ def _torch_save(sd: dict[str, np.ndarray], out: Path) -> None:
 
 
 def export_hf(model: CLIP, directory: str | Path) -> Path:
-    """A transformers `CLIPModel` folder: config.json, model.safetensors, preprocessor_config.json."""
+    """A transformers `CLIPModel` folder that CLIPProcessor and pipeline() load: config.json,
+    model.safetensors, preprocessor_config.json and the CLIPTokenizer files."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if model.config.init_logit_bias is not None:
@@ -193,4 +202,6 @@ def export_hf(model: CLIP, directory: str | Path) -> Path:
         "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
         "image_mean": list(pre.mean), "image_std": list(pre.std),
     })
+    for name, text in hf.tokenizer_files(get_tokenizer(), model.config.text.context_length).items():
+        (directory / name).write_text(text, encoding="utf-8")
     return directory

@@ -85,4 +85,8 @@ def read_hf_dir(path: Path) -> Checkpoint:
             raise FileNotFoundError(f"{path}: none of {HF_WEIGHTS} (or a sharded index) found")
         tensors = read_tensor_file(weights)
     sd = open_clip.normalize_state_dict(hf.hf_to_open_clip(tensors))
-    return Checkpoint(sd, str(path), config=config)
+    preprocess = None
+    if (path / "preprocessor_config.json").is_file():
+        preprocess = hf.preprocess_from_hf(json.loads((path / "preprocessor_config.json").read_text()),
+                                           config.vision.image_size)
+    return Checkpoint(sd, str(path), config=config, preprocess=preprocess)

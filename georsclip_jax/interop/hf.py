@@ -7,12 +7,14 @@ weights ([out, in]); everything else is a rename.
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
 import numpy as np
 
-from georsclip_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, canonical_config, mlp_ratio_for
+from georsclip_jax.models.configs import (CLIPConfig, PreprocessConfig, TextConfig, VisionConfig, canonical_config,
+                                          mlp_ratio_for)
 
 _TOWERS = {"visual.transformer.resblocks": "vision_model.encoder.layers", "transformer.resblocks": "text_model.encoder.layers"}
 _BLOCK = {  # open_clip block suffix -> HF block suffix (renames only; in_proj is split separately)
@@ -152,3 +154,33 @@ def hf_config(cfg: CLIPConfig, logit_scale: float) -> dict:
             "bos_token_id": 49406, "eos_token_id": 2, "pad_token_id": 1,
         },
     }
+
+
+HF_RESAMPLE = {3: "bicubic", 2: "bilinear", 0: "nearest"}  # PIL's codes, as preprocessor_config.json stores them
+
+
+def preprocess_from_hf(pre: dict, model_image_size: int) -> PreprocessConfig:
+    """Eval preprocessing from a CLIPImageProcessor config: crop size, mean/std, resampling."""
+    crop = pre.get("crop_size", model_image_size)
+    size = crop.get("height", model_image_size) if isinstance(crop, dict) else int(crop)
+    defaults = PreprocessConfig()
+    return PreprocessConfig(image_size=size, mean=tuple(pre.get("image_mean", defaults.mean)),
+                            std=tuple(pre.get("image_std", defaults.std)),
+                            interpolation=HF_RESAMPLE.get(pre.get("resample", 3), "bicubic"))
+
+
+HF_SPECIAL_TOKENS = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+
+
+def tokenizer_files(tokenizer, context_length: int) -> dict[str, str]:
+    """transformers' CLIPTokenizer files for our BPE: the same ids, with HF's names for the special tokens.
+    HF pads with <|endoftext|> where open_clip pads with 0; the attention mask hides either."""
+    vocab = {HF_SPECIAL_TOKENS.get(token, token): i for token, i in tokenizer.encoder.items()}
+    merges = sorted(tokenizer.bpe_ranks, key=tokenizer.bpe_ranks.get)
+    special = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+               "pad_token": "<|endoftext|>"}
+    config = {"tokenizer_class": "CLIPTokenizer", "model_max_length": context_length, "do_lower_case": True,
+              "errors": "replace", **special}
+    return {"vocab.json": json.dumps(vocab, ensure_ascii=False),
+            "merges.txt": "#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n",
+            "tokenizer_config.json": json.dumps(config, indent=2), "special_tokens_map.json": json.dumps(special, indent=2)}

@@ -9,6 +9,7 @@ AOT-compiled, with its per-device memory and FLOPs.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Callable
 
 import jax
@@ -35,10 +36,21 @@ def model_options(config) -> ModelOptions:
                         remat=config.model.remat, scan_layers=config.model.scan_layers)
 
 
+# The SigLIP loss learns a logit bias; open_clip's init for it (and the scale) from the SigLIP paper.
+SIGLIP_INIT = {"init_logit_scale": math.log(10), "init_logit_bias": -10.0}
+
+
+def logit_init(config) -> dict:
+    return SIGLIP_INIT if config.train.loss == "siglip" else {}
+
+
 def model_config(config):
-    """The architecture named by `config.model` (activation overridden if `model.act` is set)."""
+    """The architecture named by `config.model` (activation overridden if `model.act` is set; a logit
+    bias added for the SigLIP loss, unless the architecture has one)."""
     named = get_model_config(config.model.name)
-    return named.replace(act=config.model.act) if config.model.act else named
+    named = named.replace(act=config.model.act) if config.model.act else named
+    init = logit_init(config)
+    return named.replace(**init) if init and named.init_logit_bias is None else named
 
 
 def build_model(config, mesh) -> CLIP:
@@ -52,10 +64,10 @@ def build_model(config, mesh) -> CLIP:
         from georsclip_jax import storage
 
         named = config.model.name or None
-        shardings = (sharding.param_shardings(nnx.state(abstract_model(get_model_config(named), options)), mesh,
+        shardings = (sharding.param_shardings(nnx.state(abstract_model(model_config(config), options)), mesh,
                                               rules, min_size) if named else None)
         model = create_model(named, storage.local_copy(config.model.init_from), act=act, options=options,
-                             shardings=shardings)
+                             shardings=shardings, init_logit_bias=logit_init(config).get("init_logit_bias"))
         if shardings is None:  # architecture inferred from the file: place now that it is known
             graphdef, state = nnx.split(model)
             state = jax.device_put(state, sharding.param_shardings(state, mesh, rules, min_size))

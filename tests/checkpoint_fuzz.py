@@ -365,7 +365,8 @@ def main() -> None:
                       "outcomes": {" / ".join(k): v for k, v in sorted(result["outcomes"].items())}}, indent=1))
 
 
-STRICTER_THAN_TORCH = ("overlapping views", "elements but its record holds", "declared as two dtypes")
+STRICTER_THAN_TORCH = ("overlapping views", "elements but its record holds", "declared as two dtypes", "are negative",
+                       "unsupported pickle protocol")
 
 
 def zip_damaged(path: str) -> bool:
@@ -382,8 +383,10 @@ def wrong_results(corpus, ours, reference, base) -> list:
     base file's tensors, under their names or others (the damage hit a part we do not read, or a name,
     which create_model then reports as missing/unexpected keys). Ours may refuse what torch loads only for a damaged
     zip (Python's zipfile finds a bad directory or CRC; torch checks neither and returns damaged weights),
-    overlapping views, one storage declared as two dtypes (torch silently uses the first), and, for
-    TorchScript, a declared element count that disagrees with the record (torch.load checks it, jit not)."""
+    overlapping views, one storage declared as two dtypes (torch silently uses the first), negative sizes
+    (torch accepts them beside a zero size), a pickle protocol byte no Python knows (torch ignores it),
+    and, for TorchScript, a declared element count that disagrees with the record (torch.load checks it,
+    jit does not)."""
     wrong = []
     for i, case in enumerate(corpus):
         mine, ref = ours[i], reference.get(i, {})

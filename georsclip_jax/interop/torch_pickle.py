@@ -84,7 +84,8 @@ def _script_class(qualified_name: str):
     return type(qualified_name, (ScriptObject,), {"class_name": qualified_name})
 
 
-def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored):
+def _rebuild_tensor(storage, storage_offset, size, stride, requires_grad, backward_hooks, metadata=None):
+    """torch._utils._rebuild_tensor_v2's signature: a stream that passes other arguments is damaged."""
     if stride == () and isinstance(size, tuple) and all(map(_is_index, size)):  # torch: no strides = contiguous
         stride = tuple(math.prod(size[i + 1:]) for i in range(len(size)))
     return _PendingTensor(storage, storage_offset, size, stride)
@@ -98,8 +99,11 @@ def _tensor_problem(t: _PendingTensor) -> str | None:
     """Why the declared view would read outside its storage (or cannot be a tensor), else None."""
     if not isinstance(t.storage, _Storage):
         return f"its storage is a {type(t.storage).__name__}, not a storage record"
-    if not isinstance(t.size, tuple) or not all(_is_index(n) and n < 2**63 for n in (t.offset, *t.size)):
-        return f"offset {t.offset!r} or sizes {t.size!r} are not non-negative 64-bit integers"
+    if not isinstance(t.size, tuple) or not all(
+            isinstance(n, int) and not isinstance(n, bool) and n < 2**63 for n in (t.offset, *t.size)):
+        return f"offset {t.offset!r} or sizes {t.size!r} are not 64-bit integers"
+    if not all(map(_is_index, (t.offset, *t.size))):
+        return f"offset {t.offset} or sizes {t.size} are negative"
     if not isinstance(t.stride, tuple) or len(t.stride) != len(t.size) or \
             not all(isinstance(s, int) and -2**63 <= s < 2**63 for s in t.stride):
         return f"strides {t.stride!r} are not 64-bit integers, one per size {t.size}"
@@ -162,11 +166,11 @@ def _materialize(obj, name: str, where: str, seen: set[int]):
     return obj
 
 
-def _rebuild_parameter(data, *_ignored):
+def _rebuild_parameter(data, requires_grad, backward_hooks):
     return data
 
 
-def _rebuild_parameter_with_state(data, *_ignored):
+def _rebuild_parameter_with_state(data, requires_grad, backward_hooks, state):
     return data
 
 

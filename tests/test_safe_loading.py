@@ -120,3 +120,13 @@ def test_safetensors_reader_and_writer_agree_with_the_reference_library(tmp_path
     back = load_file(tmp_path / "ours.safetensors")
     assert back["scalar"].shape == torch.Size([]) and back.keys() == tensors.keys()
     torch.testing.assert_close(back["bf16"], tensors["bf16"].float(), rtol=0, atol=0)
+
+
+def test_safetensors_reads_a_subset_lazily_and_names_what_is_missing(tmp_path):
+    tensors = {"visual.proj": np.arange(6, dtype=np.float32).reshape(2, 3), "text_projection": np.ones((3, 2), np.float32)}
+    safetensors_io.save(tmp_path / "w.safetensors", tensors, {"format": "georsclip_jax"})
+    subset, metadata = safetensors_io.load(tmp_path / "w.safetensors", names=["visual.proj"])
+    assert list(subset) == ["visual.proj"] and metadata == {"format": "georsclip_jax"}
+    np.testing.assert_array_equal(subset["visual.proj"], tensors["visual.proj"])
+    with pytest.raises(CheckpointError, match=r"w\.safetensors: no tensor named \['nope'\]"):
+        safetensors_io.load(tmp_path / "w.safetensors", names=["nope"])

@@ -26,9 +26,19 @@ def main(argv=None):
     parser.add_argument("--tasks", default="zeroshot,retrieval,selo")
     parser.add_argument("--protocol", default="georsclip", choices=["georsclip", "clip_benchmark"],
                         help="zero-shot classifier: mean of raw prompt embeddings, or of normalized ones")
+    parser.add_argument("--karpathy", action="append", default=[], metavar="NAME=JSON,IMAGES",
+                        help="a retrieval set from a Karpathy dataset_*.json test split and its image folder, "
+                             "instead of GeoRSCLIP's CSV (rsitmd, rsicd) or as a new set; repeatable")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", default="results.json")
     args = parser.parse_args(argv)
+    karpathy = {}
+    for spec in args.karpathy:
+        name, _, paths = spec.partition("=")
+        json_path, _, images = paths.partition(",")
+        if not (name and json_path and images):
+            parser.error(f"--karpathy {spec}: expected NAME=JSON,IMAGES")
+        karpathy[name] = (json_path, images)
 
     import jax
 
@@ -42,7 +52,7 @@ def main(argv=None):
             gj.load_adapter(model, args.adapter)
         selo_out = os.path.splitext(args.out)[0] + "_selo"
         suite = Suite(model, args.data_root, [t for t in args.tasks.split(",") if t], args.batch_size,
-                      args.protocol, selo_out)
+                      args.protocol, selo_out, karpathy)
         results = suite()
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)

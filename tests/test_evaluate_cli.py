@@ -158,3 +158,22 @@ def test_suite_evaluates_new_parameters_without_recompiling(setup):
     second = suite(shifted)
     assert suite.encoders._image_fn._cache_size() == 1 and suite.encoders._text_fn._cache_size() <= 2
     assert second != first
+
+
+def test_cli_reads_retrieval_sets_from_karpathy_json(setup, tmp_path, capsys):
+    """--karpathy replaces a CSV set (same numbers: same images and captions) or adds a new one."""
+    from georsclip_jax import evaluate
+
+    root, data, _, results, _, _ = setup
+    rsitmd = f"{data}/rsitmd/dataset_RSITMD.json,{data}/rsitmd/images"
+    out = tmp_path / "karpathy.json"
+    evaluate.main(["--model", "tiny", "--pretrained", str(root / "tiny.pt"), "--data-root", data, "--tasks",
+                   "retrieval", "--batch-size", "32", "--out", str(out), "--karpathy", f"rsitmd={rsitmd}",
+                   "--karpathy", f"rsitmd-again={rsitmd}"])
+    got = json.loads(out.read_text())["results"]
+    for key, value in results["results"].items():
+        if key.startswith("retrieval-") and key.endswith("-rsitmd"):
+            assert got[key] == pytest.approx(value, abs=1e-9) == got[key.replace("rsitmd", "rsitmd-again")], key
+    assert "rsitmd-again mR" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        evaluate.main(["--pretrained", "x", "--data-root", data, "--karpathy", "rsitmd=only-a-json"])

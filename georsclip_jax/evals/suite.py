@@ -7,9 +7,10 @@ That is both the evaluate CLI and the trainer's periodic eval hook.
 
 from __future__ import annotations
 
+import functools
 import logging
 
-from georsclip_jax.data.eval_sets import rs5m_test_data
+from georsclip_jax.data.eval_sets import karpathy_json_set, rs5m_test_data
 from georsclip_jax.evals.encoders import Encoders
 from georsclip_jax.evals.retrieval import KS, evaluate_retrieval
 from georsclip_jax.evals.selo import METRICS, evaluate_selo, read_annotations
@@ -23,7 +24,9 @@ log = logging.getLogger(__name__)
 
 class Suite:
     def __init__(self, model, data_root: str, tasks=TASKS, batch_size: int = 256, protocol: str = "georsclip",
-                 selo_out: str | None = None):
+                 selo_out: str | None = None, karpathy: dict[str, tuple[str, str]] | None = None):
+        """karpathy: retrieval sets read from Karpathy `dataset_*.json` splits instead of GeoRSCLIP's CSVs,
+        {name: (json path, image folder)}; names beyond rsitmd/rsicd add sets."""
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown eval task(s) {sorted(unknown)}; choose from {list(TASKS)}")
@@ -31,7 +34,10 @@ class Suite:
         sets = rs5m_test_data(data_root)
         self.skipped: dict[str, str] = {}  # dataset -> why it was not evaluated
         self.zeroshot = self._load("zeroshot", {n: sets[n] for n in ZEROSHOT_SETS}) if "zeroshot" in tasks else {}
-        self.retrieval = self._load("retrieval", {n: sets[n] for n in RETRIEVAL_SETS}) if "retrieval" in tasks else {}
+        retrieval = {n: sets[n] for n in RETRIEVAL_SETS}
+        retrieval.update({n: functools.partial(karpathy_json_set, path, images, name=n)
+                          for n, (path, images) in (karpathy or {}).items()})
+        self.retrieval = self._load("retrieval", retrieval) if "retrieval" in tasks else {}
         self.selo_root = sets["AIR-SLT"]
         if "selo" in tasks:
             read_annotations(self.selo_root)
@@ -72,7 +78,9 @@ class Suite:
 def table_columns(results: dict) -> list[tuple[str, str]]:
     """(header, key) in the order of GeoRSCLIP's README tables."""
     columns = [(f"{n}_acc", f"{n}-zeroshot-acc") for n in ZEROSHOT_SETS]
-    for name in RETRIEVAL_SETS:
+    added = sorted({k.removeprefix("retrieval-mean-recall-") for k in results
+                    if k.startswith("retrieval-mean-recall-")} - set(RETRIEVAL_SETS))  # --karpathy sets
+    for name in (*RETRIEVAL_SETS, *added):
         columns += [(f"{name} I2T R@{k}", f"retrieval-image2text-R@{k}-{name}") for k in KS]
         columns += [(f"{name} T2I R@{k}", f"retrieval-text2image-R@{k}-{name}") for k in KS]
         columns.append((f"{name} mR", f"retrieval-mean-recall-{name}"))

@@ -29,6 +29,10 @@ def main(argv=None):
     parser.add_argument("--karpathy", action="append", default=[], metavar="NAME=JSON,IMAGES",
                         help="a retrieval set from a Karpathy dataset_*.json test split and its image folder, "
                              "instead of GeoRSCLIP's CSV (rsitmd, rsicd) or as a new set; repeatable")
+    parser.add_argument("--tfds", default="", help="zero-shot sets prepared by tensorflow-datasets, comma-separated: "
+                                                   "eurosat/rgb, resisc45, uc_merced (newest complete version)")
+    parser.add_argument("--tfds-data-dir", default=os.path.expanduser("~/tensorflow_datasets"),
+                        help="TFDS data_dir holding them (TFDS's default: ~/tensorflow_datasets)")
     parser.add_argument("--batch-size", type=int, default=256)
     parser.add_argument("--out", default="results.json")
     args = parser.parse_args(argv)
@@ -52,9 +56,9 @@ def main(argv=None):
             gj.load_adapter(model, args.adapter)
         selo_out = os.path.splitext(args.out)[0] + "_selo"
         suite = Suite(model, args.data_root, [t for t in args.tasks.split(",") if t], args.batch_size,
-                      args.protocol, selo_out, karpathy)
+                      args.protocol, selo_out, karpathy, [n for n in args.tfds.split(",") if n], args.tfds_data_dir)
         results = suite()
-    except (ValueError, FileNotFoundError, KeyError) as e:
+    except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
     name = args.model or os.path.basename(args.pretrained)

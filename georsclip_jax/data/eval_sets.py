@@ -5,6 +5,7 @@ folder names in Python `sorted` order, files walked and sorted as ImageFolder do
 names fed to the prompts follow GeoRSCLIP's rule (`_` and `/` to spaces, lowercased, nothing else).
 Retrieval: GeoRSCLIP's `*_test.csv` (`filename`, `title`; RSICD in gb18030) grouped by image in
 `np.unique` order, or Karpathy-style `dataset_*.json` splits. `rs5m_test_data(root)` finds them all.
+TFDS-prepared classification sets (`tfds_set`) are read through tensorflow-datasets' data sources.
 """
 
 from __future__ import annotations
@@ -70,50 +71,63 @@ def class_folder_set(root: str, name: str | None = None) -> ClassificationSet:
                              np.asarray(labels, np.int32), tuple(georsclip_classname(c) for c in classes))
 
 
-class _TfdsImages(Sequence):
-    """The encoded `image` feature of each record of a prepared TFDS ArrayRecord split, lazily."""
+# The TFDS classification sets GeoRSCLIP's users evaluate on, and the names their results carry.
+TFDS_SETS = {"eurosat/rgb": "EuroSAT-tfds", "resisc45": "RESISC45-tfds", "uc_merced": "UCM-tfds"}
 
-    def __init__(self, paths: list[str]):
-        import grain
 
-        self.paths = paths
-        self._records = grain.sources.ArrayRecordDataSource(paths)
+def newest_complete_version(data_dir: str, name: str) -> str:
+    """`<data_dir>/<name>/<version>/` with the highest version whose preparation finished (TFDS prepares
+    into `incomplete.*` and renames; a finished version has dataset_info.json)."""
+    base = os.path.join(data_dir, *name.split("/"))
+    versions = []
+    for entry in (os.listdir(base) if os.path.isdir(base) else []):
+        parts = entry.split(".")
+        if len(parts) == 3 and all(p.isdigit() for p in parts) and \
+                os.path.isfile(os.path.join(base, entry, "dataset_info.json")):
+            versions.append(tuple(map(int, parts)))
+    if not versions:
+        raise FileNotFoundError(f"no prepared TFDS dataset {name!r} under {data_dir} (expected "
+                                f"{base}/<version>/dataset_info.json)")
+    return os.path.join(base, ".".join(map(str, max(versions))))
+
+
+class _EncodedImages(Sequence):
+    """The encoded `image` feature of each record of a TFDS data source, read when asked for."""
+
+    def __init__(self, source):
+        self.source = source
 
     def __len__(self) -> int:
-        return len(self._records)
+        return len(self.source)
 
     def __getitem__(self, i):
-        from georsclip_jax.data.tf_example import parse_example
-
-        return parse_example(self._records[i])["image"][0]
+        if not 0 <= i < len(self.source):
+            raise IndexError(i)  # ends iteration, as a Sequence must
+        return self.source[i]["image"]
 
 
 def tfds_set(data_dir: str, name: str = "eurosat/rgb", split: str = "train") -> ClassificationSet:
-    """A TFDS classification dataset prepared locally in ArrayRecord format (`eurosat/rgb`,
-    `resisc45`), read without TensorFlow: `<data_dir>/<name>/<version>/` holds dataset_info.json,
-    `label.labels.txt` and `<dataset>-<split>.array_record-NNNNN-of-MMMMM`. Class names go through
-    the same GeoRSCLIP rule as folder names."""
-    from georsclip_jax.data.tf_example import parse_example
-
-    base = os.path.join(data_dir, *name.split("/"))
-    versions = sorted(v for v in os.listdir(base) if os.path.isdir(os.path.join(base, v))) if os.path.isdir(base) else []
-    if not versions:
-        raise FileNotFoundError(f"no prepared TFDS dataset {name!r} under {data_dir} (expected {base}/<version>/)")
-    root = os.path.join(base, versions[-1])
-    dataset = name.split("/")[0]
-    prefix = f"{dataset}-{split}.array_record-"
-    shards = sorted(os.path.join(root, f) for f in os.listdir(root) if f.startswith(prefix))
-    if not shards:
-        raise FileNotFoundError(f"{root} has no ArrayRecord files for split {split!r} ({prefix}*); "
-                                "prepare it with file_format='array_record'")
-    labels_file = os.path.join(root, "label.labels.txt")
-    if not os.path.isfile(labels_file):
-        raise FileNotFoundError(f"{labels_file} not found (the ClassLabel names of {name})")
-    with open(labels_file) as f:
-        classes = [line.strip() for line in f if line.strip()]
-    images = _TfdsImages(shards)
-    labels = np.asarray([parse_example(images._records[i])["label"][0] for i in range(len(images))], np.int32)
-    return ClassificationSet(f"{name}:{split}", images, labels, tuple(georsclip_classname(c) for c in classes))
+    """A TFDS classification dataset prepared under `data_dir` (`eurosat/rgb`, `resisc45`, `uc_merced`),
+    read through tensorflow-datasets' random-access data source (ArrayRecord; no TensorFlow needed), the
+    newest complete version. Class names come from the dataset's own `label` feature, through the same
+    GeoRSCLIP rule as folder names."""
+    try:
+        import tensorflow_datasets as tfds
+    except ImportError:
+        raise ImportError("reading TFDS datasets needs tensorflow-datasets: pip install 'georsclip-jax[tfds]'") from None
+    root = newest_complete_version(data_dir, name)
+    builder = tfds.builder_from_directory(root)
+    if split not in builder.info.splits:
+        raise FileNotFoundError(f"{root}: no split {split!r}; it has {sorted(builder.info.splits)}")
+    try:
+        source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+    except (NotImplementedError, ValueError) as e:
+        raise ValueError(f"{root}: cannot read {split!r} by index ({e}); prepare it with "
+                         "file_format='array_record'") from None
+    labels = np.asarray([source[i]["label"] for i in range(len(source))], np.int32)
+    classes = builder.info.features["label"].names
+    return ClassificationSet(TFDS_SETS.get(name, name), _EncodedImages(source), labels,
+                             tuple(georsclip_classname(c) for c in classes))
 
 
 def retrieval_csv_set(csv_path: str, image_dir: str, name: str | None = None,

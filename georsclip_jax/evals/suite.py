@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import functools
 import logging
+from typing import Sequence
 
-from georsclip_jax.data.eval_sets import karpathy_json_set, rs5m_test_data
+from georsclip_jax.data.eval_sets import TFDS_SETS, karpathy_json_set, rs5m_test_data, tfds_set
 from georsclip_jax.evals.encoders import Encoders
 from georsclip_jax.evals.retrieval import KS, evaluate_retrieval
 from georsclip_jax.evals.selo import METRICS, evaluate_selo, read_annotations
@@ -24,16 +25,20 @@ log = logging.getLogger(__name__)
 
 class Suite:
     def __init__(self, model, data_root: str, tasks=TASKS, batch_size: int = 256, protocol: str = "georsclip",
-                 selo_out: str | None = None, karpathy: dict[str, tuple[str, str]] | None = None):
+                 selo_out: str | None = None, karpathy: dict[str, tuple[str, str]] | None = None,
+                 tfds_sets: Sequence[str] = (), tfds_data_dir: str = ""):
         """karpathy: retrieval sets read from Karpathy `dataset_*.json` splits instead of GeoRSCLIP's CSVs,
-        {name: (json path, image folder)}; names beyond rsitmd/rsicd add sets."""
+        {name: (json path, image folder)}; names beyond rsitmd/rsicd add sets. tfds_sets: zero-shot sets
+        prepared by tensorflow-datasets under tfds_data_dir (`eurosat/rgb`, `resisc45`, `uc_merced`)."""
         unknown = set(tasks) - set(TASKS)
         if unknown:
             raise ValueError(f"unknown eval task(s) {sorted(unknown)}; choose from {list(TASKS)}")
         self.tasks, self.protocol, self.selo_out = tuple(tasks), protocol, selo_out
         sets = rs5m_test_data(data_root)
         self.skipped: dict[str, str] = {}  # dataset -> why it was not evaluated
-        self.zeroshot = self._load("zeroshot", {n: sets[n] for n in ZEROSHOT_SETS}) if "zeroshot" in tasks else {}
+        zeroshot = {n: sets[n] for n in ZEROSHOT_SETS}
+        zeroshot.update({TFDS_SETS.get(n, n): functools.partial(tfds_set, tfds_data_dir, n) for n in tfds_sets})
+        self.zeroshot = self._load("zeroshot", zeroshot) if "zeroshot" in tasks else {}
         retrieval = {n: sets[n] for n in RETRIEVAL_SETS}
         retrieval.update({n: functools.partial(karpathy_json_set, path, images, name=n)
                           for n, (path, images) in (karpathy or {}).items()})
@@ -77,7 +82,8 @@ class Suite:
 
 def table_columns(results: dict) -> list[tuple[str, str]]:
     """(header, key) in the order of GeoRSCLIP's README tables."""
-    columns = [(f"{n}_acc", f"{n}-zeroshot-acc") for n in ZEROSHOT_SETS]
+    tfds = [n for n in TFDS_SETS.values() if f"{n}-zeroshot-acc" in results]
+    columns = [(f"{n}_acc", f"{n}-zeroshot-acc") for n in (*ZEROSHOT_SETS, *tfds)]
     added = sorted({k.removeprefix("retrieval-mean-recall-") for k in results
                     if k.startswith("retrieval-mean-recall-")} - set(RETRIEVAL_SETS))  # --karpathy sets
     for name in (*RETRIEVAL_SETS, *added):

@@ -48,7 +48,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.mesh = dict(data=-1, fsdp=1)
     c.sharding = dict(rules="dp", fsdp_min_size=2**18)
     # every_steps: validation loss (data.val) and the suite (data_root) every N steps, and at the end
-    c.eval = dict(data_root="", tasks="zeroshot,retrieval", every_steps=0, batch_size=256, protocol="georsclip")
+    # tfds: zero-shot sets prepared by tensorflow-datasets under tfds_data_dir (data/eval_sets.py TFDS_SETS)
+    c.eval = dict(data_root="", tasks="zeroshot,retrieval", every_steps=0, batch_size=256, protocol="georsclip",
+                  tfds="", tfds_data_dir="")
     c.export = dict(open_clip=False, loss_plot=True)
     return c
 
@@ -83,6 +85,7 @@ RANGES = (
 
 def choices() -> dict[str, list[str]]:
     """Every name field and the registry it must come from."""
+    from georsclip_jax.data.eval_sets import TFDS_SETS
     from georsclip_jax.evals.suite import TASKS
     from georsclip_jax.models.configs import list_models
     from georsclip_jax.models.layers import REMAT_POLICIES
@@ -94,7 +97,7 @@ def choices() -> dict[str, list[str]]:
             "optim.schedule": ["cosine", "constant"], "data.kind": ["tar", "metafile", "array_record", "karpathy"],
             "data.augment": ["georsclip", "open_clip", "none"], "data.image_dtype": ["uint8", "float32"],
             "eval.protocol": ["georsclip", "clip_benchmark"], "sharding.rules": sorted(PRESETS),
-            "eval.tasks": list(TASKS)}
+            "eval.tasks": list(TASKS), "eval.tfds": list(TFDS_SETS)}
 
 
 def _field(config, path: str):
@@ -111,7 +114,7 @@ def validate_values(config) -> None:
             raise ValueError(f"config.{path}: {value!r} must be {meaning}")
     for path, known in choices().items():
         value = _field(config, path)
-        if path == "eval.tasks":
+        if path in ("eval.tasks", "eval.tfds"):
             names = [t for t in str(value).split(",") if t]
         elif path == "sharding.rules" and not isinstance(value, str):
             continue  # an explicit rule list, checked where it is resolved

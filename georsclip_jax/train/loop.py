@@ -358,12 +358,15 @@ def run_evals(suite, validation, graphdef, params, frozen) -> dict:
 
 
 def make_suite(config, model, eval_root: str):
-    if not eval_root or not (config.eval.every_steps or config.eval.tasks):
+    tfds_sets = [n for n in config.eval.tfds.split(",") if n]
+    if not (eval_root or tfds_sets) or not (config.eval.every_steps or config.eval.tasks):
         return None
     from georsclip_jax.evals.suite import Suite
 
     tasks = [t for t in config.eval.tasks.split(",") if t]
-    return Suite(model, eval_root, tasks, config.eval.batch_size, config.eval.protocol) if tasks else None
+    tfds_dir = storage.local_copy(config.eval.tfds_data_dir) if tfds_sets else ""
+    return Suite(model, eval_root, tasks, config.eval.batch_size, config.eval.protocol, tfds_sets=tfds_sets,
+                 tfds_data_dir=tfds_dir) if tasks else None
 
 
 def finish(config, outputs: storage.Outputs, model, results: dict, base: str):

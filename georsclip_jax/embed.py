@@ -46,29 +46,37 @@ def csv_items(path: str, image_root: str | None, column: str) -> list[tuple[str,
     return [(r[column], path_loader(os.path.join(root, r[column]))) for r in rows]
 
 
-def shard_items(pattern: str) -> list[tuple[str, callable]]:
+def shard_embeddings(pattern: str, encoders) -> tuple[list[str], np.ndarray]:
+    """Tar shards embedded a batch at a time, each image decoded once: a sample that does not decode is
+    skipped with a warning; the decoded images of one batch are all that is held."""
+    from tqdm import tqdm
+
     from georsclip_jax.data.decode import BadSample, decode_image
     from georsclip_jax.data.tar_shards import TarShardSource
 
-    source, items = TarShardSource(pattern), []
-    for i in range(len(source)):
-        sample = source[i]
-        try:
-            image = decode_image(sample["image"]) if not sample["problem"] else None
-        except BadSample as bad:
-            image = None
-            logging.warning("skipping %s: %s", sample["origin"], bad)
-        if image is not None:
-            items.append((str(sample["origin"]), lambda data=sample["image"]: decode_image(data)))
-    return items
+    source, ids, out = TarShardSource(pattern), [], []
+    for start in tqdm(range(0, len(source), encoders.batch_size), desc="images", unit="batch"):
+        loaders = []
+        for i in range(start, min(start + encoders.batch_size, len(source))):
+            sample = source[i]
+            try:
+                image = None if sample["problem"] else decode_image(sample["image"])
+            except BadSample as bad:
+                image, sample["problem"] = None, bad
+            if image is None:
+                logging.warning("skipping %s: %s", sample["origin"], sample["problem"])
+                continue
+            ids.append(str(sample["origin"]))
+            loaders.append(lambda image=image: image)
+        out.append(encoders.images(loaders))
+    return ids, np.concatenate(out) if out else np.zeros((0, encoders.embed_dim), np.float32)
 
 
 def image_items(spec: str, image_root: str | None, column: str):
+    """(id, loader) pairs of a folder or CSV; each loader opens its file when the encoder asks."""
     if os.path.isdir(spec):
         return folder_items(spec)
-    if spec.endswith(".csv"):
-        return csv_items(spec, image_root, column)
-    return shard_items(spec)
+    return csv_items(spec, image_root, column)
 
 
 def main(argv=None):
@@ -100,9 +108,11 @@ def main(argv=None):
             with open(args.texts, encoding="utf-8") as f:
                 texts = f.read().splitlines()
             ids, embeddings = [str(i) for i in range(len(texts))], encoders.texts(texts, desc="texts")
-        else:
+        elif os.path.isdir(args.images) or args.images.endswith(".csv"):
             items = image_items(args.images, args.image_root, args.csv_column)
             ids, embeddings = [i for i, _ in items], encoders.images([l for _, l in items], desc="images")
+        else:
+            ids, embeddings = shard_embeddings(args.images, encoders)
     except (ValueError, FileNotFoundError, KeyError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)

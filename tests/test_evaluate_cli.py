@@ -177,3 +177,28 @@ def test_cli_reads_retrieval_sets_from_karpathy_json(setup, tmp_path, capsys):
     assert "rsitmd-again mR" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         evaluate.main(["--pretrained", "x", "--data-root", data, "--karpathy", "rsitmd=only-a-json"])
+
+
+def test_embed_decodes_each_shard_image_once_and_skips_bad_ones(tmp_path, monkeypatch):
+    """Shards are embedded a batch at a time; every image is decoded exactly once (it was twice)."""
+    from georsclip_jax import embed
+    from georsclip_jax.data import decode
+    from georsclip_jax.data.tar_shards import TarShardSource
+    from georsclip_jax.evals.encoders import Encoders
+    from messy_shards import write_messy_shards
+
+    pattern = "::".join(write_messy_shards(str(tmp_path / "shards")))
+    source = TarShardSource(pattern)
+    decoded = []
+    real = decode.decode_image
+    monkeypatch.setattr(decode, "decode_image", lambda data, *a, **k: decoded.append(data) or real(data, *a, **k))
+    encoders = Encoders(gj.create_model("tiny", seed=1), batch_size=8)
+    ids, embeddings = embed.shard_embeddings(pattern, encoders)
+    unproblematic = [i for i in range(len(source)) if not source[i]["problem"]]
+    assert len(decoded) == len(unproblematic)  # once each (the old listing pass decoded every image twice)
+    good = [str(source[i]["origin"]) for i in unproblematic if str(source[i]["origin"]).split(":")[-1].startswith("good-")]
+    assert set(good) <= set(ids) and not any(":bad-corrupt_image" in i or ":bad-image_too_large" in i for i in ids)
+    by_id = dict(zip(ids, embeddings))
+    first = next(i for i in unproblematic if str(source[i]["origin"]) == good[0])
+    expected = encoders.images([lambda: real(source[first]["image"])])[0]
+    np.testing.assert_allclose(by_id[good[0]], expected, atol=1e-6)

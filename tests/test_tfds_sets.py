@@ -103,3 +103,14 @@ def test_the_trainer_config_names_tfds_sets_from_the_registry():
     config.eval.tfds = "eurosat/rbg"
     with pytest.raises(ValueError, match=r"config.eval.tfds: unknown 'eurosat/rbg' \(did you mean eurosat/rgb\?\)"):
         validate_values(config)
+
+
+def test_the_trainer_eval_hook_evaluates_tfds_sets(prepared):
+    from georsclip_jax.train.config import base_config
+    from georsclip_jax.train.loop import make_suite
+
+    _, _, _, data_dir = prepared
+    config = base_config()
+    config.eval.update(tasks="zeroshot", tfds="eurosat/rgb", tfds_data_dir=data_dir, batch_size=16)
+    results = make_suite(config, gj.create_model("tiny", seed=2), "")()
+    assert 0 <= results["EuroSAT-tfds-zeroshot-acc"] <= 100 and "EuroSAT-zeroshot-acc" not in results

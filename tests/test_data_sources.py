@@ -179,3 +179,34 @@ def test_corrupt_array_record_payload_is_named():
         array_record.decode_record(record[:-1], "record 3")
     with pytest.raises(ValueError, match="bad magic"):
         array_record.decode_record(b"nope" + record[4:], "record 3")
+
+
+@pytest.mark.parametrize("layout", ["webdataset-pax", "gnu-long-names"])
+def test_origins_name_the_sample_in_pax_and_gnu_tars(tmp_path, layout):
+    """webdataset's TarWriter writes a PAX header before every member (its mtimes are floats); GNU tars
+    put long names in a header of their own. Skip logs and converter origins must still say shard:key."""
+    import tarfile
+
+    import webdataset as wds
+
+    from messy_shards import good
+
+    image, caption = good(0)
+    key = "x" * 120 + "/sample-é-0001" if layout == "gnu-long-names" else "dir/sample-é-0001"
+    path = str(tmp_path / f"{layout}.tar")
+    if layout == "webdataset-pax":
+        with wds.TarWriter(path) as sink:
+            sink.write({"__key__": key, "img_content": image, "caption": caption})
+            sink.write({"__key__": key + "-bad", "img_content": b"not an image", "caption": caption})
+    else:
+        with tarfile.open(path, "w", format=tarfile.GNU_FORMAT) as tar:
+            for name, data in [(f"{key}.img_content", image), (f"{key}.caption", caption.encode()),
+                               (f"{key}-bad.img_content", b"not an image"), (f"{key}-bad.caption", caption.encode())]:
+                info = tarfile.TarInfo(name)
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    source = TarShardSource(path)
+    assert [source.origin(i) for i in range(len(source))] == [f"{path}:{key}", f"{path}:{key}-bad"]
+    assert str(source[1]["origin"]) == f"{path}:{key}-bad" and decode_image(source[0]["image"]).size
+    with pytest.raises(BadSample):
+        decode_image(source[1]["image"])

@@ -12,6 +12,7 @@ dot of the basename form one sample, the rest of the name is the field key (`img
 from __future__ import annotations
 
 import dataclasses
+import io
 import itertools
 import logging
 import os
@@ -131,12 +132,23 @@ def sample_problem(group, image, caption, shard_size: int) -> str | None:
     return None
 
 
+EXTENDED_HEADERS = (tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE)
+
+
 def read_member_name(reader: storage.RangeReader, header_offset: int) -> str:
-    """The member name at a header offset (GNU long names followed), for messages only."""
-    info = tarfile.TarInfo.frombuf(reader.read(header_offset, tarfile.BLOCKSIZE), "utf-8", "replace")
-    if info.type == tarfile.GNUTYPE_LONGNAME:
-        return reader.read(header_offset + tarfile.BLOCKSIZE, info.size).rstrip(b"\0").decode("utf-8", "replace")
-    return info.name
+    """The member name at a header offset, for messages only. A member's offset is that of its first
+    header, which in PAX tars (webdataset's TarWriter, Python's default format) and for GNU long names is
+    an extended header; tarfile itself resolves the chain, read from just the bytes it spans."""
+    end = header_offset
+    while True:  # extended headers, then the member's own header
+        info = tarfile.TarInfo.frombuf(reader.read(end, tarfile.BLOCKSIZE), "utf-8", "surrogateescape")
+        end += tarfile.BLOCKSIZE
+        if info.type not in EXTENDED_HEADERS:
+            break
+        end += -(-info.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+    with tarfile.open(fileobj=io.BytesIO(reader.read(header_offset, end - header_offset)), mode="r:",
+                      encoding="utf-8", errors="replace") as tar:
+        return tar.firstmember.name
 
 
 class LazyOrigin:

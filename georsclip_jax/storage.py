@@ -94,6 +94,19 @@ def size(path: str) -> int:
     return os.path.getsize(path)
 
 
+def stamp(path: str) -> str:
+    """Size and modification stamp (mtime; for object stores their etag/generation): changes when the
+    file's content may have."""
+    if is_remote(path):
+        fs, inside = _fs(path)
+        info = fs.info(inside)
+        version = next((info[k] for k in ("etag", "ETag", "generation", "mtime", "updated", "LastModified")
+                        if info.get(k)), "")
+        return f"{info['size']}:{version}"
+    st = os.stat(path)
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def read_bytes(path: str) -> bytes:
     if is_remote(path):
         fs, inside = _fs(path)

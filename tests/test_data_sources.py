@@ -210,3 +210,36 @@ def test_origins_name_the_sample_in_pax_and_gnu_tars(tmp_path, layout):
     assert str(source[1]["origin"]) == f"{path}:{key}-bad" and decode_image(source[0]["image"]).size
     with pytest.raises(BadSample):
         decode_image(source[1]["image"])
+
+
+def test_shard_indexes_survive_restarts_and_follow_changes(tmp_path, monkeypatch):
+    """A second source over the same shards reads no tar header; a changed shard is re-indexed; a
+    damaged cache is ignored and rewritten; remote shards index into the cache dir."""
+    from georsclip_jax.data import shard_index, tar_shards
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    write_rs5m_shards(str(tmp_path), 24, samples_per_shard=8)
+    pattern = "::".join(sorted(str(p) for p in tmp_path.glob("*.tar")))
+    scans = []
+    real_scan = tar_shards.scan_members
+    monkeypatch.setattr(tar_shards, "scan_members", lambda path: scans.append(path) or real_scan(path))
+    first = TarShardSource(pattern)
+    assert len(scans) == len(first.paths)
+    scans.clear()
+    second = TarShardSource(pattern)
+    assert scans == [] and np.array_equal(first.index, second.index)
+
+    changed = first.paths[1]
+    write_tar(changed, [(f"new-{i}", jpeg_bytes(make_sample(5, i, (40, 40))[0]), "new") for i in range(3)])
+    third = TarShardSource(pattern)
+    assert scans == [changed] and (third.index["shard"] == 1).sum() == 3
+    assert third.origin(int(np.flatnonzero(third.index["shard"] == 1)[0])) == f"{changed}:new-0"
+
+    scans.clear()
+    with open(first.paths[0] + shard_index.SUFFIX, "wb") as f:
+        f.write(b"not an index")
+    assert np.array_equal(TarShardSource(pattern).index, third.index) and scans == [first.paths[0]]
+    scans.clear()
+    TarShardSource(pattern)
+    assert scans == []  # rewritten
+    assert shard_index.locations("gs://bucket/x.tar")[0].startswith(str(tmp_path / "cache"))

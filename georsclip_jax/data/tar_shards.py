@@ -99,7 +99,21 @@ def scan_members(path: str) -> tuple[list[tarfile.TarInfo], bool]:
 
 
 def index_shard(path: str, shard: int, keys: FieldKeys) -> np.ndarray:
-    """One INDEX_DTYPE row per sample of the shard (samples with problems included, flagged)."""
+    """One INDEX_DTYPE row per sample of the shard (samples with problems included, flagged), from the
+    shard's cached index when it is current (data/shard_index.py), else read from its tar headers."""
+    from georsclip_jax.data import shard_index
+
+    rows = shard_index.load(path, keys)
+    if rows is None:
+        rows = read_index(path, keys)
+        shard_index.save(path, keys, rows)
+    rows = rows.copy()
+    rows["shard"] = shard
+    return rows
+
+
+def read_index(path: str, keys: FieldKeys) -> np.ndarray:
+    """The index rows of one shard read from its tar headers (shard number 0)."""
     try:
         members, cut = scan_members(path)
     except tarfile.ReadError as e:
@@ -112,7 +126,7 @@ def index_shard(path: str, shard: int, keys: FieldKeys) -> np.ndarray:
         fields = {split_key(m.name)[1]: m for m in group}
         image = next((fields[k] for k in keys.image if k in fields), None)
         caption = next((fields[k] for k in keys.caption if k in fields), None)
-        row["shard"], row["header"] = shard, group[0].offset
+        row["header"] = group[0].offset
         row["image"], row["image_len"] = (image.offset_data, image.size) if image else (ABSENT, ABSENT)
         row["caption"], row["caption_len"] = (caption.offset_data, caption.size) if caption else (ABSENT, ABSENT)
         row["caption_json"] = caption is not None and split_key(caption.name)[1] == "json"

@@ -146,3 +146,25 @@ def test_bad_options_are_named():
         PipelineOptions(global_batch_size=8, process_count=3)
     with pytest.raises(ValueError, match="augment"):
         SampleTransform(augment="random")
+
+
+def test_batches_do_not_depend_on_the_worker_count_and_resume_under_another(tar_source):
+    """The same global batches with 0, 1 and 2 worker processes; a state saved with 2 workers restores
+    with 0 (a run resumed on another machine) and continues identically."""
+    def batches(num_workers, n=7, state=None):
+        iterator = DataIterator(build_dataset(tar_source, TRANSFORM, PipelineOptions(
+            global_batch_size=6, seed=5, num_workers=num_workers)))
+        if state is not None:
+            iterator.set_state(state)
+        out = take(iterator, n)
+        saved = json.loads(json.dumps(iterator.get_state()))
+        iterator.close()
+        return out, saved
+
+    reference, _ = batches(0)
+    for workers in (1, 2):
+        got, _ = batches(workers)
+        assert all(np.array_equal(a[k], b[k]) for a, b in zip(reference, got) for k in a), workers
+    head, state = batches(2, n=3)
+    tail, _ = batches(0, n=4, state=state)
+    assert all(np.array_equal(a[k], b[k]) for a, b in zip(reference, head + tail) for k in a)

@@ -19,6 +19,7 @@ import json
 import logging
 import re
 import sys
+import warnings
 
 import jax
 import orbax.checkpoint as ocp
@@ -106,13 +107,19 @@ class _RepeatsOfAFailedWrite(logging.Filter):
     from the next save or wait, where it becomes one CheckpointWriteError line: drop the logged copies."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (record.levelno >= logging.ERROR and "orbax" in record.pathname)
+        if record.levelno < logging.ERROR:
+            return True
+        # Orbax's own logs, and asyncio's "Task exception was never retrieved" for Orbax's write tasks
+        return not ("orbax" in record.pathname or record.name == "asyncio" and "orbax" in record.getMessage())
 
 
 def report_write_failures_once() -> None:
     """One line per failed checkpoint write instead of hundreds: Orbax's logged copies are dropped, and so
     are the 'Event loop is closed' errors TensorStore's callbacks raise once the failed write's loop is gone."""
-    logging.getLogger("absl").addFilter(_RepeatsOfAFailedWrite())
+    for name in ("absl", "asyncio"):
+        logging.getLogger(name).addFilter(_RepeatsOfAFailedWrite())
+    # and the write tasks a failed write leaves un-awaited, which Python reports at exit
+    warnings.filterwarnings("ignore", message="coroutine 'async_serialize_from_host", category=RuntimeWarning)
     default = sys.unraisablehook
 
     def hook(unraisable):

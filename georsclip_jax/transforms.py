@@ -7,6 +7,7 @@ GeoRSCLIP's optional horizontal flip and 0-360 degree rotation. Output is float3
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Callable
 
@@ -133,45 +134,75 @@ def resized_crop(img: Image.Image, top: int, left: int, h: int, w: int, size: in
     return img.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
 
 
-def draft_for_crop(img: Image.Image, box: tuple[int, int, int, int], size: int):
-    """Lets libjpeg decode at 1/2, 1/4 or 1/8 scale (DCT-domain downscaling) when the crop box still
-    spans >= `size` pixels there; returns the lazy image and the box in its new coordinates.
-    Much cheaper decode and resize for large JPEGs, at the price of pixels that differ slightly from
-    a full decode + bicubic resize (the same trade as PIL's `thumbnail`)."""
-    width, height = img.size
-    shortest = min(box[2] - box[0], box[3] - box[1])
-    factor = next((k for k in (8, 4, 2) if shortest / k >= size), 1)
-    if factor == 1 or img.format != "JPEG":
-        return img, box
-    img.draft("RGB", (-(-width // factor), -(-height // factor)))
-    sx, sy = img.width / width, img.height / height
-    return img, (box[0] * sx, box[1] * sy, box[2] * sx, box[3] * sy)
+@dataclasses.dataclass(frozen=True)
+class AugmentDraw:
+    """One draw of the train augmentation: crop box (torchvision's (top, left, h, w)), flip, angle."""
+    top: int
+    left: int
+    height: int
+    width: int
+    flip: bool = False
+    angle: float = 0.0
+
+
+def draw_augmentation(rng: np.random.Generator, width: int, height: int, scale=(0.9, 1.0), hflip: bool = False,
+                      rotate: bool = False) -> AugmentDraw:
+    """RandomResizedCrop's box, then (GeoRSCLIP) flip with p=0.5 and an angle uniform in [0, 360)."""
+    top, left, h, w = random_resized_crop_params(rng, width, height, scale)
+    flip = bool(hflip and rng.uniform() < 0.5)
+    angle = float(rng.uniform(0.0, 360.0)) if rotate else 0.0
+    return AugmentDraw(top, left, h, w, flip, angle)
+
+
+def jpeg_draft_factor(img: Image.Image, draw: AugmentDraw, size: int) -> int:
+    """The largest DCT scale (8, 4, 2) at which the crop still spans >= `size` pixels; 1 if none or
+    not a JPEG. libjpeg then decodes at 1/k scale: each 8x8 block's k-th harmonics, an exact box
+    filter's worth of antialiasing, for a fraction of the decode and resize cost."""
+    if img.format != "JPEG":
+        return 1
+    return next((k for k in (8, 4, 2) if min(draw.height, draw.width) / k >= size), 1)
+
+
+def decode_drafted(img: Image.Image, factor: int, load: Callable[[Image.Image], Image.Image]) -> Image.Image:
+    """Decodes a lazy JPEG at 1/`factor` scale. PIL's draft picks the largest scale s with
+    side // requested >= s, so ask for side // k (which is >= size > k, making that quotient exactly k):
+    asking for ceil(side / k), as PIL's thumbnail does, silently falls back to a smaller k."""
+    if factor > 1:
+        img.draft("RGB", (img.width // factor, img.height // factor))
+    return load(img)
+
+
+def apply_augmentation(img: Image.Image, draw: AugmentDraw, size: int, jpeg_draft: bool = False,
+                       load: Callable[[Image.Image], Image.Image] = to_rgb) -> Image.Image:
+    """Crop + bicubic resize to size x size, flip, nearest-neighbour rotation with black fill.
+
+    `img` may be lazy (opened, not decoded); `load` decodes it to RGB. Exact (torchvision's
+    resized_crop, hflip and RandomRotation on PIL) unless `jpeg_draft`: then a large JPEG is decoded
+    at DCT scale 1/k (jpeg_draft_factor) and the crop box, divided by k, is resampled from it —
+    sub-pixel exact, since a scaled pixel i covers the original pixels [k*i, k*(i+1))."""
+    box = (draw.left, draw.top, draw.left + draw.width, draw.top + draw.height)
+    factor = jpeg_draft_factor(img, draw, size) if jpeg_draft else 1
+    img = decode_drafted(img, factor, load)
+    if factor == 1:
+        img = resized_crop(img, draw.top, draw.left, draw.height, draw.width, size)
+    else:
+        img = img.resize((size, size), Image.BICUBIC, box=tuple(v / factor for v in box))
+    if draw.flip:
+        img = img.transpose(Image.FLIP_LEFT_RIGHT)
+    if draw.angle:
+        img = img.rotate(draw.angle, resample=Image.NEAREST, fillcolor=(0, 0, 0))
+    return img
 
 
 def train_geometry(cfg: PreprocessConfig, scale=(0.9, 1.0), hflip: bool = False, rotate: bool = False,
                    jpeg_draft: bool = False, load: Callable[[Image.Image], Image.Image] = to_rgb):
     """The train augmentation alone: apply(img, rng) -> RGB PIL image of cfg.image_size.
 
-    `img` may be lazy (opened, not decoded): crop parameters need only its size, and `load` decodes
-    it to RGB. With `jpeg_draft` a large JPEG is decoded at reduced DCT scale (see draft_for_crop);
-    otherwise the result is exactly torchvision's RandomResizedCrop on the full image."""
-    size = cfg.image_size
+    `img` may be lazy: the draw needs only its size (see draw_augmentation, apply_augmentation)."""
 
     def apply(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-        top, left, h, w = random_resized_crop_params(rng, img.width, img.height, scale)
-        box = (left, top, left + w, top + h)
-        if jpeg_draft:
-            img, box = draft_for_crop(img, box, size)
-        img = load(img)
-        if box == (left, top, left + w, top + h):
-            img = resized_crop(img, top, left, h, w, size)
-        else:
-            img = img.resize((size, size), Image.BICUBIC, box=box)
-        if hflip and rng.uniform() < 0.5:
-            img = img.transpose(Image.FLIP_LEFT_RIGHT)
-        if rotate:
-            img = img.rotate(rng.uniform(0.0, 360.0), resample=Image.NEAREST, fillcolor=(0, 0, 0))
-        return img
+        draw = draw_augmentation(rng, img.width, img.height, scale, hflip, rotate)
+        return apply_augmentation(img, draw, cfg.image_size, jpeg_draft, load)
 
     return apply
 

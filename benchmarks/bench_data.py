@@ -1,17 +1,21 @@
-"""Input-pipeline throughput: decode + train augmentation + tokenization, ours vs RS5M's loader.
+"""Input-pipeline throughput: decode + GeoRSCLIP's train augmentation + tokenization, ours vs RS5M's loader.
 
-Both read the same RS5M-format tar shards (synthetic scenes, JPEG, sides drawn uniformly in
-256-600 px) and apply the same transforms: open_clip's train transform (RandomResizedCrop 224,
-scale 0.9-1.0, bicubic; RGB; normalize) and the CLIP tokenizer.
+Both read the same RS5M-format tar shards of real photos (`data/photos.py`: mosaics of scikit-image's
+photographs, JPEG q90, sides log-uniform in 256-2048 px) and apply GeoRSCLIP's full train transform:
+RandomResizedCrop(224, scale 0.9-1.0, bicubic), RGB, horizontal flip, rotation uniform in 0-360
+degrees, normalization; captions are CLIP-tokenized. Both decode in worker processes, as training does.
 - reference: built the way RS5M's published `dataloader.py` is: `webdataset.WebDataset(urls)
-  .shuffle(n).decode(my_decoder)` (PIL + open_clip's torchvision transform in the decoder, caption
-  tokenized with open_clip's tokenizer) inside a torch `DataLoader(num_workers, batch_size)`.
-- ours: TarShardSource -> Grain pipeline (`build_dataset`) -> DataIterator.
-Runs are interleaved (ref, ours, ref, ours, ...) and the median is reported. `workers=0` decodes in
-the calling process: one core, so images/s there is images/s per core.
+  .shuffle(n).decode(my_decoder)` (PIL + the torchvision transform in the decoder, caption tokenized
+  with open_clip's tokenizer) inside a torch `DataLoader(num_workers, batch_size)`.
+- ours: TarShardSource -> Grain pipeline (`build_dataset`) -> DataIterator, as `--variant`s: `exact`
+  (float32 pixels, bit-identical to the reference's transform), `uint8` (exact pixels, normalized on
+  device) and `fast` (uint8 + DCT-scaled JPEG decode: the training default).
+Runs are interleaved (ref, ours, ref, ours, ...) and the median is reported. One worker is one core
+decoding, so its row is images/s per core. The fast path's quality against the exact path on the
+same draws (mean |difference|, PSNR) is measured over the benchmark's images.
 
-Usage: python benchmarks/bench_data.py [--images 3072] [--batch 64] [--workers 0 2] [--repeats 3]
-       [--data DIR] [--out results.json]
+Usage: python benchmarks/bench_data.py [--images 2048] [--batch 64] [--workers 1 2] [--repeats 3]
+       [--variants exact uint8 fast] [--data DIR] [--out results.json]
 """
 
 from __future__ import annotations
@@ -26,14 +30,27 @@ import statistics
 import time
 
 
-def make_shards(data_dir: str, images: int) -> list[str]:
-    from georsclip_jax.data.synthetic import write_rs5m_shards
+VARIANTS = {"exact": dict(image_dtype="float32", jpeg_draft=False), "uint8": dict(image_dtype="uint8", jpeg_draft=False),
+            "fast": dict(image_dtype="uint8", jpeg_draft=True)}
 
-    paths = sorted(glob.glob(os.path.join(data_dir, "*.tar")))
-    if not paths:
-        paths = write_rs5m_shards(data_dir, images, samples_per_shard=max(1, images // 8), seed=0,
-                                  size_range=(256, 600))
+
+def make_shards(data_dir: str, images: int) -> list[str]:
+    from georsclip_jax.data.photos import write_photo_shards
+
+    paths = sorted(glob.glob(os.path.join(data_dir, "photos-*.tar")))
+    if len(paths) != 8:
+        paths = write_photo_shards(data_dir, images, samples_per_shard=-(-images // 8), seed=0)
     return paths
+
+
+def georsclip_train_transform():
+    """GeoRSCLIP's training transform (its `image_transform(is_train=True)`), in torchvision."""
+    import open_clip
+    import torchvision.transforms as T
+
+    return T.Compose([T.RandomResizedCrop(224, scale=(0.9, 1.0), interpolation=T.InterpolationMode.BICUBIC),
+                      lambda img: img.convert("RGB"), T.RandomHorizontalFlip(), T.RandomRotation((0, 360)),
+                      T.ToTensor(), T.Normalize(open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD)])
 
 
 def reference_loader(paths: list[str], batch: int, workers: int):
@@ -42,7 +59,7 @@ def reference_loader(paths: list[str], batch: int, workers: int):
     import webdataset as wds
     from PIL import Image
 
-    preprocess = open_clip.image_transform(224, is_train=True)  # RandomResizedCrop(scale 0.9-1) ...
+    preprocess = georsclip_train_transform()
     tokenizer = open_clip.get_tokenizer("ViT-B-32")
 
     def my_decoder(key, value):  # as RS5M's dataloader.py, plus tokenization of the caption
@@ -61,13 +78,12 @@ def reference_loader(paths: list[str], batch: int, workers: int):
                                        persistent_workers=False)
 
 
-def our_loader(paths: list[str], batch: int, workers: int, image_dtype: str, jpeg_draft: bool):
+def our_loader(paths: list[str], batch: int, workers: int, variant: str):
     from georsclip_jax.data.pipeline import DataIterator, PipelineOptions, SampleTransform, build_dataset
     from georsclip_jax.data.tar_shards import TarShardSource
     from georsclip_jax.models.configs import PreprocessConfig
 
-    transform = SampleTransform(PreprocessConfig(image_size=224), augment="open_clip", image_dtype=image_dtype,
-                                jpeg_draft=jpeg_draft)
+    transform = SampleTransform(PreprocessConfig(image_size=224), augment="georsclip", **VARIANTS[variant])
     options = PipelineOptions(global_batch_size=batch, num_epochs=1, num_workers=workers, worker_buffer_size=4)
     return DataIterator(build_dataset(TarShardSource(paths), transform, options))
 
@@ -85,32 +101,48 @@ def images_per_second(loader, warmup_batches: int) -> float:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--images", type=int, default=3072)
+    parser.add_argument("--images", type=int, default=2048)
     parser.add_argument("--batch", type=int, default=64)
-    parser.add_argument("--workers", type=int, nargs="+", default=[0, 2])
+    parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
-    parser.add_argument("--image-dtype", default="float32", choices=["float32", "uint8"])
-    parser.add_argument("--jpeg-draft", action="store_true", help="ours decodes large JPEGs at DCT scale")
-    parser.add_argument("--data", default="/tmp/georsclip_bench_data")
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--data", default="/tmp/georsclip_bench_photos")
     parser.add_argument("--out")
     args = parser.parse_args()
     paths = make_shards(args.data, args.images)
     results = {"host": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "images": args.images,
-               "shards": len(paths), "batch": args.batch, "image_dtype": args.image_dtype, "jpeg_draft": args.jpeg_draft, "runs": {}}
+               "shards": len(paths), "batch": args.batch, "quality": quality(paths), "runs": {}}
+    print(f"fast path vs exact path on the same draws: {results['quality']}", flush=True)
     for workers in args.workers:
-        ref, ours = [], []
+        runs = {name: [] for name in ["reference", *args.variants]}
         for _ in range(args.repeats):
-            ref.append(images_per_second(reference_loader(paths, args.batch, workers), 2 * max(1, workers)))
-            ours.append(images_per_second(our_loader(paths, args.batch, workers, args.image_dtype, args.jpeg_draft), 2 * max(1, workers)))
-        row = {"reference_img_s": statistics.median(ref), "ours_img_s": statistics.median(ours)}
-        row["ratio"] = row["ours_img_s"] / row["reference_img_s"]
-        results["runs"][f"workers={workers}"] = row
-        print(f"workers={workers}: reference {row['reference_img_s']:.0f} img/s, ours {row['ours_img_s']:.0f} img/s, "
-              f"ratio {row['ratio']:.2f}x  (runs: ref {[round(x) for x in ref]}, ours {[round(x) for x in ours]})",
-              flush=True)
+            runs["reference"].append(images_per_second(reference_loader(paths, args.batch, workers), 2 * workers))
+            for variant in args.variants:
+                runs[variant].append(images_per_second(our_loader(paths, args.batch, workers, variant), 2 * workers))
+        reference = statistics.median(runs["reference"])
+        for variant in args.variants:
+            ours = statistics.median(runs[variant])
+            results["runs"][f"workers={workers},{variant}"] = {"reference_img_s": reference, "ours_img_s": ours,
+                                                               "ratio": ours / reference, "all_runs": runs}
+            print(f"workers={workers} {variant:6s}: reference {reference:.0f} img/s, ours {ours:.0f} img/s, "
+                  f"ratio {ours / reference:.2f}x  (runs: ref {[round(x) for x in runs['reference']]}, "
+                  f"ours {[round(x) for x in runs[variant]]})", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)
+
+
+def quality(paths: list[str]) -> dict:
+    """The fast path against the exact one over every benchmark image (data/photos.py)."""
+    import tarfile
+
+    from georsclip_jax.data.photos import fast_path_quality
+
+    jpegs = []
+    for path in paths:
+        with tarfile.open(path) as tar:
+            jpegs += [tar.extractfile(m).read() for m in tar.getmembers() if m.name.endswith(".img_content")]
+    return fast_path_quality(jpegs)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
-"""GeoRSCLIP's benchmark suite on an `rs5m_test_data` tree: zero-shot, retrieval, semantic localization.
+"""GeoRSCLIP's benchmark suite on an `rs5m_test_data` tree: zero-shot, retrieval, semantic localization,
+and k-NN / few-shot / linear-probe classification on frozen embeddings.
 
     python -m georsclip_jax.evaluate --model ViT-B-32-quickgelu --pretrained RS5M_ViT-B-32.pt \\
-        --data-root rs5m_test_data --tasks zeroshot,retrieval,selo --out results.json
+        --data-root rs5m_test_data --tasks zeroshot,retrieval,selo,knn,fewshot,linear_probe --out results.json
 
 Prints the table in the layout of GeoRSCLIP's README and writes results.json (+ per-dataset details)
 and results.md. Float32 matmuls run at "highest" precision, as parity with PyTorch requires.
@@ -23,7 +24,11 @@ def main(argv=None):
     parser.add_argument("--adapter", help="LoRA adapters (a save_adapter directory, e.g. WORKDIR/adapter) to "
                                           "attach to the pretrained base")
     parser.add_argument("--data-root", required=True, help="the rs5m_test_data folder")
-    parser.add_argument("--tasks", default="zeroshot,retrieval,selo")
+    parser.add_argument("--tasks", default="zeroshot,retrieval,selo",
+                        help="comma-separated: zeroshot, retrieval, selo, knn, fewshot, linear_probe")
+    parser.add_argument("--knn-k", type=int, default=20, help="k-NN neighbours")
+    parser.add_argument("--shots", default="1,4,8,16", help="few-shot: shots per class, comma-separated")
+    parser.add_argument("--fewshot-draws", type=int, default=5, help="few-shot: seeded draws per shot count")
     parser.add_argument("--protocol", default="georsclip", choices=["georsclip", "clip_benchmark"],
                         help="zero-shot classifier: mean of raw prompt embeddings, or of normalized ones")
     parser.add_argument("--karpathy", action="append", default=[], metavar="NAME=JSON,IMAGES",
@@ -56,7 +61,8 @@ def main(argv=None):
             gj.load_adapter(model, args.adapter)
         selo_out = os.path.splitext(args.out)[0] + "_selo"
         suite = Suite(model, args.data_root, [t for t in args.tasks.split(",") if t], args.batch_size,
-                      args.protocol, selo_out, karpathy, [n for n in args.tfds.split(",") if n], args.tfds_data_dir)
+                      args.protocol, selo_out, karpathy, [n for n in args.tfds.split(",") if n], args.tfds_data_dir,
+                      args.knn_k, [int(k) for k in args.shots.split(",") if k], args.fewshot_draws)
         results = suite()
     except (ValueError, FileNotFoundError, KeyError, ImportError) as e:
         print(f"error: {e}", file=sys.stderr)

@@ -202,3 +202,53 @@ def test_embed_decodes_each_shard_image_once_and_skips_bad_ones(tmp_path, monkey
     first = next(i for i in unproblematic if str(source[i]["origin"]) == good[0])
     expected = encoders.images([lambda: real(source[first]["image"])])[0]
     np.testing.assert_allclose(by_id[good[0]], expected, atol=1e-6)
+
+
+def test_cli_probe_tasks_print_the_table_and_write_json_and_markdown(setup, tmp_path):
+    from test_probes import knn_oracle
+
+    from georsclip_jax.data.eval_sets import class_folder_set
+    from georsclip_jax.evals.encoders import Encoders
+    from georsclip_jax.evals.probes import split_per_class
+    from georsclip_jax.evals.zeroshot import image_embeddings
+
+    root, data, _, _, _, _ = setup
+    out = tmp_path / "probes.json"
+    result = subprocess.run([sys.executable, "-m", "georsclip_jax.evaluate", "--model", "tiny", "--pretrained",
+                             str(root / "tiny.pt"), "--data-root", data, "--out", str(out), "--batch-size", "32",
+                             "--tasks", "fewshot,linear_probe,knn", "--knn-k", "3", "--shots", "1,2",
+                             "--fewshot-draws", "3"], capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    results = json.loads(out.read_text())["results"]
+    per_set = ["knn-acc", "1shot-acc", "1shot-std", "2shot-acc", "2shot-std", "linear-probe-acc"]
+    assert set(results) == {f"{n}-{k}" for n in ("EuroSAT", "RESISC45", "AID") for k in per_set}
+    lines = result.stdout.strip().splitlines()
+    assert lines[0] == ("| Model | " + " | ".join(f"{n} kNN | {n} 1-shot | {n} 2-shot | {n} LP"
+                                                for n in ("EuroSAT", "RESISC45", "AID")) + " |")
+    assert f"{results['AID-2shot-acc']:.2f} ± {results['AID-2shot-std']:.2f}" in lines[2]
+    assert (tmp_path / "probes.md").read_text().strip() == result.stdout.strip()
+    # k-NN on the same embeddings, split by RemoteCLIP's rule, voted by the NumPy oracle
+    dataset = class_folder_set(os.path.join(data, "AID"))
+    images = image_embeddings(Encoders(gj.create_model("tiny", str(root / "tiny.pt")), 32), dataset)
+    train, test = split_per_class(dataset.labels, [os.path.basename(p) for p in dataset.images])
+    predicted = knn_oracle(images[train], dataset.labels[train], images[test], len(dataset.classnames), 3, False)
+    assert results["AID-knn-acc"] == pytest.approx(100 * np.mean(predicted == dataset.labels[test]), abs=1e-9)
+
+
+def test_probe_tasks_evaluate_new_parameters_without_recompiling(setup):
+    import jax
+    from flax import nnx
+
+    from georsclip_jax.evals import probes
+    from georsclip_jax.evals.suite import Suite
+
+    root, data, _, _, _, _ = setup
+    model = gj.create_model("tiny", str(root / "tiny.pt"))
+    suite = Suite(model, data, tasks=("knn", "fewshot", "linear_probe"), batch_size=32, knn_k=3, shots=(2,),
+                  fewshot_draws=2)
+    first = suite()
+    compiled = [fn._cache_size() for fn in (probes.fit_logistic, probes.ridge_solutions, probes._vote)]
+    _, params, _ = nnx.split(model, nnx.Param, ...)
+    second = suite(jax.tree.map(lambda p: p * 1.5, params))
+    assert [fn._cache_size() for fn in (probes.fit_logistic, probes.ridge_solutions, probes._vote)] == compiled
+    assert second.keys() == first.keys() and second != first

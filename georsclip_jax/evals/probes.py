@@ -185,3 +185,27 @@ def split_per_class(labels: np.ndarray, names, train_fraction: float = 0.8) -> t
         train += members[:cut]
         test += members[cut:]
     return np.asarray(sorted(train), np.int64), np.asarray(sorted(test), np.int64)
+
+
+PROBE_TASKS = ("knn", "fewshot", "linear_probe")
+
+
+def evaluate_probes(embeddings: np.ndarray, labels: np.ndarray, names, num_classes: int, tasks=PROBE_TASKS,
+                    knn_k: int = 20, shots=(1, 4, 8, 16), draws: int = 5, mesh=None) -> dict:
+    """The probe tasks on one classification set's embeddings, split by RemoteCLIP's rule (train 80 %,
+    test 20 %; the train part split again 80/20 into fit and validation for the hyperparameters).
+    Returns {"knn": acc, "fewshot": {shots: {"acc", "std", ...}}, "linear_probe": {"acc", "C", ...}} (%)."""
+    train, test = split_per_class(labels, names)
+    fit_part, val_part = split_per_class(labels[train], [names[i] for i in train])
+    fit, val = train[fit_part], train[val_part]
+    x, y = np.asarray(embeddings, np.float32), np.asarray(labels, np.int32)
+    out = {}
+    if "knn" in tasks:
+        predicted = knn_predict(x[train], y[train], x[test], num_classes, knn_k, mesh=mesh)
+        out["knn"] = 100 * float((predicted == y[test]).mean())
+    if "fewshot" in tasks:
+        out["fewshot"] = {k: fewshot_accuracy(x[fit], y[fit], x[val], y[val], x[test], y[test], num_classes, k,
+                                              seeds=tuple(range(draws))) for k in shots}
+    if "linear_probe" in tasks:
+        out["linear_probe"] = linear_probe_accuracy(x[fit], y[fit], x[val], y[val], x[test], y[test], num_classes)
+    return out

@@ -44,11 +44,18 @@ def classification_metrics(top_classes: np.ndarray, labels: np.ndarray, num_clas
     return out
 
 
-def evaluate_zeroshot(encoders: Encoders, dataset: ClassificationSet, params=None, protocol: str = "georsclip",
-                      templates=GEORSCLIP_TEMPLATES) -> dict[str, float]:
-    weights = class_vectors(encoders, dataset.classnames, templates, protocol, params)
+def image_embeddings(encoders: Encoders, dataset: ClassificationSet, params=None) -> np.ndarray:
+    """[N, D] L2-normalized embeddings of the set's images (eval preprocessing)."""
     loaders = [path_loader(x) if isinstance(x, str) else (lambda i=i: dataset.open(i))
                for i, x in enumerate(dataset.images)]
-    images = encoders.images(loaders, params, desc=f"{dataset.name} images")
+    return encoders.images(loaders, params, desc=f"{dataset.name} images")
+
+
+def evaluate_zeroshot(encoders: Encoders, dataset: ClassificationSet, params=None, protocol: str = "georsclip",
+                      templates=GEORSCLIP_TEMPLATES, images: np.ndarray | None = None) -> dict[str, float]:
+    """`images`: the set's embeddings, when already computed (image_embeddings)."""
+    weights = class_vectors(encoders, dataset.classnames, templates, protocol, params)
+    if images is None:
+        images = image_embeddings(encoders, dataset, params)
     _, top = topk_search(images, weights, k=min(5, len(weights)), mesh=encoders.mesh)
     return classification_metrics(top, dataset.labels, len(dataset.classnames))

@@ -49,8 +49,9 @@ def base_config() -> ml_collections.ConfigDict:
     c.sharding = dict(rules="dp", fsdp_min_size=2**18)
     # every_steps: validation loss (data.val) and the suite (data_root) every N steps, and at the end
     # tfds: zero-shot sets prepared by tensorflow-datasets under tfds_data_dir (data/eval_sets.py TFDS_SETS)
+    # tasks: zeroshot, retrieval, selo, knn, fewshot, linear_probe (the last three: evals/probes.py)
     c.eval = dict(data_root="", tasks="zeroshot,retrieval", every_steps=0, batch_size=256, protocol="georsclip",
-                  tfds="", tfds_data_dir="")
+                  tfds="", tfds_data_dir="", knn_k=20, shots="1,4,8,16", fewshot_draws=5)
     c.export = dict(open_clip=False, loss_plot=True)
     return c
 
@@ -75,6 +76,8 @@ RANGES = (
     ("data.max_pixels", lambda v: v >= 1, "at least 1"),
     ("eval.batch_size", lambda v: v >= 1, "at least 1"),
     ("eval.every_steps", lambda v: v >= 0, "0 (only at the end) or positive"),
+    ("eval.knn_k", lambda v: v >= 1, "at least 1"),
+    ("eval.fewshot_draws", lambda v: v >= 1, "at least 1"),
     ("sharding.fsdp_min_size", lambda v: v >= 0, "0 or positive"),
     ("peft.lora.alpha", lambda v: v > 0, "positive"),
     *((f"data.synthetic.{k}", lambda v: v >= 0, "0 or positive") for k in (

@@ -365,8 +365,10 @@ def make_suite(config, model, eval_root: str):
 
     tasks = [t for t in config.eval.tasks.split(",") if t]
     tfds_dir = storage.local_copy(config.eval.tfds_data_dir) if tfds_sets else ""
+    shots = [int(k) for k in config.eval.shots.split(",") if k]
     return Suite(model, eval_root, tasks, config.eval.batch_size, config.eval.protocol, tfds_sets=tfds_sets,
-                 tfds_data_dir=tfds_dir) if tasks else None
+                 tfds_data_dir=tfds_dir, knn_k=config.eval.knn_k, shots=shots,
+                 fewshot_draws=config.eval.fewshot_draws) if tasks else None
 
 
 def finish(config, outputs: storage.Outputs, model, results: dict, base: str):

@@ -121,7 +121,7 @@ def tfds_set(data_dir: str, name: str = "eurosat/rgb", split: str = "train") -> 
         raise FileNotFoundError(f"{root}: no split {split!r}; it has {sorted(builder.info.splits)}")
     try:
         source = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
-    except (NotImplementedError, ValueError) as e:
+    except (NotImplementedError, ValueError) as e:  # TFDS: no random access for tfrecord-prepared sets
         raise ValueError(f"{root}: cannot read {split!r} by index ({e}); prepare it with "
                          "file_format='array_record'") from None
     labels = np.asarray([source[i]["label"] for i in range(len(source))], np.int32)

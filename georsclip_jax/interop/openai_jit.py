@@ -20,7 +20,7 @@ def is_torchscript(path: str | Path) -> bool:
     try:
         with zipfile.ZipFile(path) as zf:
             return any(n.endswith("/constants.pkl") and n.count("/") == 1 for n in zf.namelist())
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+    except torch_pickle.ZIP_ERRORS:
         return False
 
 
@@ -33,7 +33,7 @@ def activation_from_code(path: str | Path) -> str:
                             if "/code/" in n and n.endswith(".py"))
     except CheckpointError:
         raise
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as e:
+    except torch_pickle.ZIP_ERRORS as e:
         raise CheckpointError(f"{path}: unreadable TorchScript code ({e})") from None
     return "quick_gelu" if b"1.702" in code else "gelu"
 

@@ -242,12 +242,17 @@ def _record(zf: zipfile.ZipFile, member: str, path: Path) -> zipfile.ZipInfo:
     return info
 
 
+# What zipfile raises on a damaged, truncated or unusual archive. NotImplementedError is among them: it
+# is zipfile's answer to a compression method or an encryption it does not support.
+ZIP_ERRORS = (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, zlib.error)
+
+
 def read_record(zf: zipfile.ZipFile, member: str, path: Path) -> bytes:
     """A record's bytes, read only if `_record` admits it."""
     info = _record(zf, member, path)
     try:
         return zf.read(info)
-    except (zipfile.BadZipFile, EOFError, OSError, ValueError, NotImplementedError, zlib.error) as e:
+    except ZIP_ERRORS as e:
         raise CheckpointError(f"{path}: record '{member}' is corrupt or truncated ({e})") from None
 
 
@@ -261,7 +266,7 @@ def load(path: str | Path) -> Any:
     path = Path(path)
     try:
         zf = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError) as e:
+    except ZIP_ERRORS as e:
         with open(path, "rb") as f:
             head = f.read(16)
         if head[:1] == b"\x80":

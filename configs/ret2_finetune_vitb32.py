@@ -6,10 +6,11 @@ gradient-norm clip 50 (author's answer in RS5M issue #12; eval spec §6).
         --config.model.init_from=RS5M_ViT-B-32.pt \\
         --config.data.train=rsicd/dataset_rsicd.json::rsitmd/dataset_RSITMD.json \\
         --config.data.image_root=rsicd/RSICD_images::rsitmd/images \\
-        --config.data.exclude=rsicd_train_du.txt::rsitmd_train_du.txt
+        --config.data.exclude=lists/rsicd_duplicate.txt::lists/rsitmd_duplicate.txt
 
-The `exclude` lists (RemoteCLIP's pHash deduplication of each train set against the other
-dataset's test set) are optional; one filename per line.
+The `exclude` lists (pHash de-duplication of each train set against the other dataset's test set, as
+RemoteCLIP did) are optional, one filename per line; `python -m georsclip_jax.dedup ... --out lists/`
+writes them as lists/rsicd_duplicate.txt and lists/rsitmd_duplicate.txt (README, "De-duplication").
 """
 
 from georsclip_jax.train.config import base_config

@@ -51,19 +51,27 @@ def test_recipes_validate(data, name, monkeypatch):
     validate(config, 8)
 
 
-def test_ret2_recipe_trains_on_karpathy_json(data, tmp_path):
+def test_ret2_recipe_trains_on_karpathy_json_without_the_dedup_tools_duplicates(data, tmp_path):
+    from georsclip_jax.dedup import deduplicate
+
     root, test_data = data
+    rsicd, rsitmd = f"{test_data}/rsicd", f"{test_data}/rsitmd"
+    summary = deduplicate({"rsicd": f"{rsicd}/dataset_rsicd.json,{rsicd}/RSICD_images",
+                           "rsitmd": f"{rsitmd}/dataset_RSITMD.json,{rsitmd}/images"}, str(tmp_path / "lists"))
+    assert summary["removed"] == {"rsicd": 4, "rsitmd": 4}  # the planted copies of the other set's test images
+    lists = tmp_path / "lists"
     overrides = ["--config.model.name=tiny", f"--config.model.init_from={root / 'tiny.pt'}",
-                 f"--config.data.train={test_data}/rsicd/dataset_rsicd.json::{test_data}/rsitmd/dataset_RSITMD.json",
-                 f"--config.data.image_root={test_data}/rsicd/RSICD_images::{test_data}/rsitmd/images",
+                 f"--config.data.train={rsicd}/dataset_rsicd.json::{rsitmd}/dataset_RSITMD.json",
+                 f"--config.data.image_root={rsicd}/RSICD_images::{rsitmd}/images",
+                 f"--config.data.exclude={lists / 'rsicd_duplicate.txt'}::{lists / 'rsitmd_duplicate.txt'}",
                  "--config.train.global_batch_size=8", "--config.train.epochs=2", "--config.optim.warmup_steps=1",
                  f"--config.eval.data_root={test_data}", "--config.eval.every_steps=0"]
     result = subprocess.run([sys.executable, "-m", "georsclip_jax.main", "--config",
-                             os.path.join(ROOT, "configs", "ret2_finetune_vitb32.py"), "--workdir", str(tmp_path),
+                             os.path.join(ROOT, "configs", "ret2_finetune_vitb32.py"), "--workdir", str(tmp_path / "run"),
                              *overrides], capture_output=True, text=True, timeout=600, cwd=ROOT,
                             env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
     assert result.returncode == 0, result.stderr[-3000:]
-    with open(tmp_path / "results.json") as f:
+    with open(tmp_path / "run" / "results.json") as f:
         results = json.load(f)
-    assert results["steps"] == 4  # 2 epochs x 16 train images (8 RSICD + 8 RSITMD) / batch 8
+    assert results["steps"] == 2  # 2 epochs x (16 train images - 8 duplicates) / batch 8
     assert "retrieval-mean-recall-rsitmd" in results["eval"]

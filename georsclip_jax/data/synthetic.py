@@ -23,7 +23,7 @@ import os
 import tarfile
 
 import numpy as np
-from PIL import Image, ImageDraw, ImageFilter
+from PIL import Image, ImageDraw, ImageEnhance, ImageFilter
 
 CLASSES = ("sea", "forest", "farmland", "residential", "highway", "river", "desert", "parking lot",
            "beach", "industrial")
@@ -336,13 +336,50 @@ def _random_quad(rng, width, height) -> list[list[float]]:
     return [[float(cx + rx * math.cos(a)), float(cy + ry * math.sin(a))] for a in angles]
 
 
+NEAR_DUPLICATE_EDITS = ("reencode", "resize", "crop", "jitter")
+
+
+def near_duplicate(img: Image.Image, edit: str) -> Image.Image:
+    """What copies of one image across datasets look like: re-encoded, resized, cropped by a few
+    percent, or colour-jittered."""
+    if edit == "reencode":
+        return Image.open(io.BytesIO(jpeg_bytes(img, quality=60))).convert("RGB")
+    if edit == "resize":
+        return img.resize((img.width * 3 // 4, img.height * 3 // 4), Image.BICUBIC)
+    if edit == "crop":
+        dx, dy = max(1, img.width // 50), max(1, img.height // 50)
+        return img.crop((dx, dy, img.width - dx, img.height - dy))
+    if edit == "jitter":
+        return ImageEnhance.Color(ImageEnhance.Brightness(img).enhance(1.08)).enhance(0.9)
+    raise ValueError(f"unknown edit {edit!r}; use one of {NEAR_DUPLICATE_EDITS}")
+
+
+def plant_near_duplicates(root: str, count: int, num_test: int) -> list[tuple[str, str]]:
+    """Overwrites `count` train images of each retrieval set with near-copies of the other set's test
+    images (cycling through the edits), as RSICD and RSITMD share images; returns the (test file,
+    planted train file) pairs."""
+    planted = []
+    for source, target in (("rsicd", "rsitmd"), ("rsitmd", "rsicd")):
+        source_dir = os.path.join(root, RETRIEVAL_SETS[source][0], RETRIEVAL_SETS[source][2])
+        target_dir = os.path.join(root, RETRIEVAL_SETS[target][0], RETRIEVAL_SETS[target][2])
+        for i in range(count):
+            original, copy = f"{source}_{i:05d}.jpg", f"{target}_{num_test + i:05d}.jpg"
+            with Image.open(os.path.join(source_dir, original)) as img:
+                edited = near_duplicate(img.convert("RGB"), NEAR_DUPLICATE_EDITS[i % len(NEAR_DUPLICATE_EDITS)])
+            edited.save(os.path.join(target_dir, copy), quality=90)
+            planted.append((f"{source}/{original}", f"{target}/{copy}"))
+    return planted
+
+
 def write_test_data(root: str, per_class: int = 10, retrieval_images: int = 40, selo_images: int = 3,
-                    seed: int = 0) -> str:
-    """A complete `rs5m_test_data` tree: three zero-shot sets, two retrieval sets, AIR-SLT."""
+                    seed: int = 0, near_duplicates: int = 4) -> str:
+    """A complete `rs5m_test_data` tree: three zero-shot sets, two retrieval sets (with
+    `near_duplicates` planted each way between their test and train splits), AIR-SLT."""
     for name in CLASSIFICATION_SETS:
         write_classification_set(root, name, per_class, seed)
     for name in RETRIEVAL_SETS:
         write_retrieval_set(root, name, retrieval_images, retrieval_images, seed)
+    plant_near_duplicates(root, min(near_duplicates, retrieval_images), retrieval_images)
     write_selo_set(root, selo_images, seed)
     return root
 

@@ -55,13 +55,13 @@ def main():
     x, y = features(args.rows, args.dim, args.classes)
     cut = int(0.8 * args.rows)
     train_x, train_y, test_x, test_y = x[:cut], y[:cut], x[cut:], y[cut:]
-    padded_train, padded_test = probes._padded(train_x, train_y, 256), probes._padded(test_x, test_y, 256)
+    padded_train, padded_test = probes.pad_with_mask(train_x, train_y, 256), probes.pad_with_mask(test_x, test_y, 256)
     c_grid = jnp.asarray([args.c], jnp.float32)
 
     def ours_probe():
         w, b = probes.fit_logistic(*padded_train, c_grid, num_classes=args.classes, max_iter=args.max_iter,
                                    tol=args.tol)
-        return 100 * float(probes._logistic_accuracies(w, b, *padded_test)[0])
+        return 100 * float(probes.logistic_accuracies(w, b, *padded_test)[0])
 
     def sklearn_probe():
         model = LogisticRegression(C=args.c, max_iter=args.max_iter, tol=args.tol).fit(train_x, train_y)

@@ -87,9 +87,9 @@ def test_linear_probe_matches_scikit_learn_at_the_same_c():
     for c in (0.1, 1.0, 100.0):
         sk = LogisticRegression(C=c, max_iter=5000, tol=1e-8).fit(train_x, train_y)
         sk_acc = 100 * (sk.predict(test_x) == test_y).mean()
-        w, b = probes.fit_logistic(*probes._padded(train_x, train_y, 256), jnp.asarray([c], jnp.float32),
+        w, b = probes.fit_logistic(*probes.pad_with_mask(train_x, train_y, 256), jnp.asarray([c], jnp.float32),
                                    num_classes=10, max_iter=1000)
-        ours = 100 * float(probes._logistic_accuracies(w, b, *probes._padded(test_x, test_y, 256))[0])
+        ours = 100 * float(probes.logistic_accuracies(w, b, *probes.pad_with_mask(test_x, test_y, 256))[0])
         assert abs(ours - sk_acc) <= 0.5, (c, ours, sk_acc)
         assert 20 < sk_acc < 99  # a probe that can be wrong
 

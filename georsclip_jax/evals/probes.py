@@ -98,7 +98,7 @@ def fewshot_accuracy(train_x, train_y, val_x, val_y, test_x, test_y, num_classes
                      seeds=(0, 1, 2, 3, 4), l2_grid=FEWSHOT_L2_GRID) -> dict:
     """Mean and std (percent) over seeded draws of `shots` per class; l2 chosen per draw on (val_x, val_y)."""
     grid = jnp.asarray(l2_grid, jnp.float32)
-    val, test = _padded(val_x, val_y, 256), _padded(test_x, test_y, 256)
+    val, test = pad_with_mask(val_x, val_y, 256), pad_with_mask(test_x, test_y, 256)
     accuracies, chosen = [], []
     for seed in seeds:
         index, mask = _draw_shots(np.asarray(train_y), shots, num_classes, np.random.default_rng([seed, shots]))
@@ -150,7 +150,7 @@ def fit_logistic(x, y, mask, c_grid, *, num_classes: int, max_iter: int = 500, t
 
 
 @jax.jit
-def _logistic_accuracies(w, b, x, y, mask):
+def logistic_accuracies(w, b, x, y, mask):
     hits = (jnp.argmax(jnp.einsum("nd,gdc->gnc", x, w) + b[:, None], axis=-1) == y[None]) * mask[None]
     return hits.sum(1) / mask.sum()
 
@@ -160,16 +160,16 @@ def linear_probe_accuracy(train_x, train_y, val_x, val_y, test_x, test_y, num_cl
     """C chosen on (val_x, val_y) from fits on the train rows, then refit on train + val; test accuracy.
     Rows are padded to a multiple of `pad_to` (masked), so similar-sized sets share compilations."""
     grid = jnp.asarray(c_grid, jnp.float32)
-    w, b = fit_logistic(*_padded(train_x, train_y, pad_to), grid, num_classes=num_classes, max_iter=max_iter)
-    val_acc = np.asarray(_logistic_accuracies(w, b, *_padded(val_x, val_y, pad_to)))
+    w, b = fit_logistic(*pad_with_mask(train_x, train_y, pad_to), grid, num_classes=num_classes, max_iter=max_iter)
+    val_acc = np.asarray(logistic_accuracies(w, b, *pad_with_mask(val_x, val_y, pad_to)))
     best = int(np.argmax(val_acc))
-    w, b = fit_logistic(*_padded(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]), pad_to),
+    w, b = fit_logistic(*pad_with_mask(np.concatenate([train_x, val_x]), np.concatenate([train_y, val_y]), pad_to),
                         grid[best:best + 1], num_classes=num_classes, max_iter=max_iter)
-    test_acc = _logistic_accuracies(w, b, *_padded(test_x, test_y, pad_to))
+    test_acc = logistic_accuracies(w, b, *pad_with_mask(test_x, test_y, pad_to))
     return {"acc": 100 * float(test_acc[0]), "C": float(c_grid[best]), "val_acc": 100 * float(val_acc[best])}
 
 
-def _padded(x: np.ndarray, y: np.ndarray, multiple: int) -> tuple[jax.Array, jax.Array, jax.Array]:
+def pad_with_mask(x: np.ndarray, y: np.ndarray, multiple: int) -> tuple[jax.Array, jax.Array, jax.Array]:
     """(x, y, mask) with rows padded to a multiple; padding rows have mask 0."""
     mask = np.ones(len(x), np.float32)
     return tuple(jnp.asarray(pad_rows(np.asarray(a), multiple)) for a in (x, y, mask))

@@ -37,8 +37,13 @@ def test_remat_gives_identical_loss_and_gradients():
     pixels, tokens = _batch(plain)
     (l1, g1), (l2, g2) = _grads(plain, pixels, tokens), _grads(remat, pixels, tokens)
     np.testing.assert_allclose(l1, l2, rtol=1e-6)
+    # Remat recomputes the forward pass inside the backward one, which XLA fuses differently: the
+    # same sums in another order. Compare each gradient to 1e-6 of its own scale, as the sharded
+    # step tests do; an entry that is itself a cancellation of larger terms (e.g. 0.0027 in a
+    # token-embedding gradient whose entries reach 9.5) can differ by more than 1e-5 of itself.
     for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
-        np.testing.assert_allclose(a, b, atol=1e-6, rtol=1e-5)
+        a, b = np.asarray(a), np.asarray(b)
+        assert np.abs(a - b).max() <= 1e-6 * max(np.abs(a).max(), 1.0)
 
 
 def test_attention_implementation_is_selectable():

@@ -5,7 +5,8 @@
 
 Every image gets a pHash (data/phash.py); each one's nearest hashes come from a jitted, chunked
 Hamming kernel, and pairs from different sets within `--threshold` bits are duplicates (grouped
-transitively). A duplicate in a train split is removed when its partner is in another set's test
+transitively). `--unit hex_digit --threshold 1` is RemoteCLIP's published rule (fewer than 2 differing
+hex digits of the hash string). A duplicate in a train split is removed when its partner is in another set's test
 split (test data would leak into training) or, when both are train images, from the later set (one
 copy stays). Written to --out:
 - `<set>_duplicate.txt`: the set's removed filenames, one per line (RemoteCLIP's lists; the RET-2
@@ -29,7 +30,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 from tqdm import tqdm
 
-from georsclip_jax.data.phash import hamming_neighbours, pack, phash_bits
+from georsclip_jax.data.phash import UNITS, hamming_neighbours, pack, phash_bits
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp", ".webp")
 log = logging.getLogger(__name__)
@@ -130,14 +131,14 @@ def contact_sheet(entries, pairs, path: str, rows: int = 24, thumb: int = 128):
     sheet.save(path)
 
 
-def deduplicate(sets: dict[str, str], out: str, threshold: int = 8, k: int = 16) -> dict:
+def deduplicate(sets: dict[str, str], out: str, threshold: int = 8, k: int = 16, unit: str = "bit") -> dict:
     """Runs the whole tool; returns the pairs.json summary."""
     entries, karpathy = [], {}
     for name, spec in sets.items():
         set_entries, karpathy[name] = read_entries(name, spec)
         entries += set_entries
     hashes, readable = hash_images(entries)
-    distances, indices = hamming_neighbours(hashes, k=k)
+    distances, indices = hamming_neighbours(hashes, k=k, unit=unit)
     pairs = cross_set_pairs(entries, readable, distances, indices, threshold)
     removed = to_remove(entries, pairs, list(sets))
     os.makedirs(out, exist_ok=True)
@@ -153,7 +154,7 @@ def deduplicate(sets: dict[str, str], out: str, threshold: int = 8, k: int = 16)
     def describe(i):
         return {"dataset": entries[i].dataset, "filename": entries[i].filename, "split": entries[i].split}
 
-    summary = {"threshold": threshold, "images": len(entries), "unreadable": int((~readable).sum()),
+    summary = {"threshold": threshold, "unit": unit, "images": len(entries), "unreadable": int((~readable).sum()),
                "pairs": [{"distance": d, "a": describe(i), "b": describe(j)} for i, j, d in pairs],
                "groups": [[describe(i) for i in g] for g in groups(pairs, len(entries))],
                "removed": {name: sum(entries[i].dataset == name for i in removed) for name in sets}}
@@ -169,8 +170,9 @@ def main(argv=None):
                         help="a Karpathy JSON and its image folder, or a folder of images; repeatable, or "
                              "several separated by ';'")
     parser.add_argument("--out", required=True, help="folder for the lists, JSON, pairs.json and the sheet")
-    parser.add_argument("--threshold", type=int, default=8, help="largest Hamming distance (of 64 bits) "
-                                                                   "counted as a duplicate")
+    parser.add_argument("--threshold", type=int, default=8, help="largest distance counted as a duplicate")
+    parser.add_argument("--unit", default="bit", choices=UNITS, help="count differing bits (of 64) or hex digits "
+                                                                      "(of 16; RemoteCLIP: --threshold 1)")
     parser.add_argument("--neighbours", type=int, default=16, help="nearest hashes examined per image")
     args = parser.parse_args(argv)
     sets = {}
@@ -180,11 +182,11 @@ def main(argv=None):
             parser.error(f"--sets {spec}: expected NAME=JSON,IMAGES or NAME=DIR")
         sets[name] = paths
     try:
-        summary = deduplicate(sets, args.out, args.threshold, args.neighbours)
+        summary = deduplicate(sets, args.out, args.threshold, args.neighbours, args.unit)
     except (FileNotFoundError, KeyError, json.JSONDecodeError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    print(f"{len(summary['pairs'])} cross-set pairs within {args.threshold} bits among {summary['images']} images; "
+    print(f"{len(summary['pairs'])} cross-set pairs within {args.threshold} {args.unit}s among {summary['images']} images; "
           "removed: " + ", ".join(f"{n} {c}" for n, c in summary["removed"].items()) + f" -> {args.out}")
 
 

@@ -47,6 +47,18 @@ def test_hamming_neighbours_equal_the_numpy_oracle():
     assert indices[7, 0] == 100 and distances[7, 0] == 0 and distances[7, 1] == 3
 
 
+def test_hex_digit_distance_counts_differing_digits_of_imagehash_strings(photos):
+    """RemoteCLIP's rule counts differing hex digits of the hash string (str(imagehash.phash(img)))."""
+    variants = [img.convert("RGB") for img in photos[:4]] + [near_duplicate(photos[0].convert("RGB"), e)
+                                                             for e in NEAR_DUPLICATE_EDITS]
+    strings = [str(imagehash.phash(img)) for img in variants]
+    hashes = phash.pack(np.stack([phash.phash_bits(img) for img in variants]))
+    distances, indices = phash.hamming_neighbours(hashes, k=len(variants) - 1, chunk=4, unit="hex_digit")
+    for i, (row_d, row_i) in enumerate(zip(distances, indices)):
+        for d, j in zip(row_d, row_i):
+            assert d == sum(a != b for a, b in zip(strings[i], strings[j])), (i, j)
+
+
 @pytest.mark.parametrize("edit", NEAR_DUPLICATE_EDITS)
 def test_near_copies_are_within_the_threshold_and_distinct_photos_are_not(photos, edit):
     originals = np.stack([phash.phash_bits(img.convert("RGB")) for img in photos])

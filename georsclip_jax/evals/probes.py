@@ -57,7 +57,7 @@ def ridge_solutions(x, y, mask, l2_grid, *, num_classes: int):
     ||X W + b - Y||^2 + l2 ||W||^2, X the shots whitened (mean 0, std 1 over the unmasked rows), Y
     one-hot in {-1, 1}; masked rows count for nothing. big_vision appends a constant feature of 100
     for the bias (almost unpenalized); here it is exactly unpenalized, which centring makes separable
-    (b = mean of Y) and keeps the Gram matrix well conditioned in float32."""
+    (b = mean of Y) and keeps X well conditioned in float32."""
     valid = mask[:, None]
     count = mask.sum()
     mean = (x * valid).sum(0, keepdims=True) / count
@@ -66,13 +66,14 @@ def ridge_solutions(x, y, mask, l2_grid, *, num_classes: int):
     targets = 2.0 * jax.nn.one_hot(y, num_classes) - 1.0
     bias = (targets * valid).sum(0) / count
     centred = (targets - bias) * valid
-    if xw.shape[0] >= xw.shape[1]:  # (X^T X + l2 I)^-1 X^T Y
-        eigs, q = jnp.linalg.eigh(xw.T @ xw)
-        lhs, rhs = q, q.T @ (xw.T @ centred)
-    else:                           # X^T (X X^T + l2 I)^-1 Y
-        eigs, q = jnp.linalg.eigh(xw @ xw.T)
-        lhs, rhs = xw.T @ q, q.T @ centred
-    weights = jax.vmap(lambda l2: (lhs / (eigs + l2)[None, :]) @ rhs)(l2_grid)
+    # X = U S V^T: W = V diag(s / (s^2 + l2)) U^T Y for every l2, from one SVD of X (not an eigh of
+    # X^T X, which would square X's condition number). Directions the shots do not span (constant or
+    # duplicated feature columns, repeated shots) have s = 0, which float32 returns as rounding noise:
+    # they are dropped below lstsq's own cutoff, eps * max(N, D) * s_max.
+    u, s, vt = jnp.linalg.svd(xw, full_matrices=False)
+    kept = s > jnp.finfo(s.dtype).eps * max(xw.shape) * s[0]
+    rhs = u.T @ centred
+    weights = jax.vmap(lambda l2: (vt.T * jnp.where(kept, s / (s * s + l2), 0.0)[None, :]) @ rhs)(l2_grid)
     return weights, bias, mean, std
 
 

@@ -40,9 +40,25 @@ def empty_class_folders(root, *relative):
                 os.remove(os.path.join(dirpath, name))
 
 
+def anno_path(root) -> str:
+    return os.path.join(root, "AIR-SLT", "annotations", "anno.json")
+
+
 def empty_annotations(root):
-    with open(os.path.join(root, "AIR-SLT", "annotations", "anno.json"), "w") as f:
+    with open(anno_path(root), "w") as f:
         json.dump([], f)
+
+
+def zero_byte_annotations(root):
+    open(anno_path(root), "w").close()
+
+
+def edit_first_sample(root, **fields):
+    with open(anno_path(root)) as f:
+        samples = json.load(f)
+    samples[0].update(fields)
+    with open(anno_path(root), "w") as f:
+        json.dump(samples, f)
 
 
 CASES = {
@@ -56,6 +72,10 @@ CASES = {
                      "AIR-SLT annotations not found: {root}/AIR-SLT/annotations/anno.json"),
     "selo empty": ("selo", empty_annotations,
                    "{root}/AIR-SLT/annotations/anno.json lists no samples (expected AIR-SLT's query / polygon"),
+    "selo 0 bytes": ("selo", zero_byte_annotations,
+                     "{root}/AIR-SLT/annotations/anno.json is empty (0 bytes); expected AIR-SLT's query / polygon"),
+    "selo malformed polygons": ("selo", lambda r: edit_first_sample(r, points=[[1, 2, 3]]),
+                                "{root}/AIR-SLT/annotations/anno.json: sample 0: \"points\" is not a list of polygons"),
 }
 
 
@@ -78,6 +98,20 @@ def test_a_partial_tree_evaluates_what_is_there_and_names_what_it_skipped(model,
     assert "retrieval-mean-recall-rsicd" in results
     assert set(suite.details["skipped"]) == {"AID", "RESISC45"}
     assert f"zeroshot: skipped AID: class-folder dataset not found: {tree}/AID" in caplog.text
+
+
+def test_a_selo_sample_without_polygons_is_skipped_counted_and_named(model, tmp_path, caplog):
+    """Its Rsu divides by the ground-truth area: it used to end `evaluate` in a ZeroDivisionError."""
+    tree = write_test_data(str(tmp_path / "rs5m_test_data"), per_class=1, retrieval_images=3, selo_images=2)
+    edit_first_sample(tree, points=[])
+    with caplog.at_level(logging.WARNING):
+        suite = Suite(model, tree, ["selo"], batch_size=64)
+        results = suite()
+    assert all(0 <= results[f"Selo_{name}"] <= 1 for name in ("Rsu", "Ras", "Rda", "Rmi"))
+    assert len(suite.details["selo_samples"]) == 1 and suite.details["selo_samples"][0]["jpg_name"] == "1.jpg"
+    assert suite.details["selo_skipped"] == [caplog.records[-1].getMessage().removeprefix("selo: skipped ")]
+    assert suite.details["selo_skipped"][0].startswith("sample 0 (0.jpg, ") and \
+        suite.details["selo_skipped"][0].endswith("): it has no polygons")
 
 
 def test_the_cli_on_the_demos_tree_without_selo_images_exits_with_one_line(tmp_path):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
 
 import cv2
@@ -21,6 +22,8 @@ from scipy import ndimage
 from skimage import measure
 
 from georsclip_jax.evals.encoders import Encoders
+
+log = logging.getLogger(__name__)
 
 SCALES = (256, 512, 768)
 CROP_SIZE = 256
@@ -213,21 +216,56 @@ def write_index(out_dir: str, samples: list[dict]) -> None:
 
 
 def read_annotations(root: str) -> list[dict]:
-    """AIR-SLT's `annotations/anno.json` (query, image name, polygons per sample), non-empty."""
+    """AIR-SLT's `annotations/anno.json`: a list of {"caption", "jpg_name", "points": [polygon, ...]},
+    each polygon a list of [x, y]; one line naming the file (and the sample) when it is not that."""
     anno_path = os.path.join(root, "annotations", "anno.json")
     if not os.path.isfile(anno_path):
         raise FileNotFoundError(f"AIR-SLT annotations not found: {anno_path}")
-    with open(anno_path) as f:
-        samples = json.load(f)
+    expected = "expected AIR-SLT's query / polygon annotations"
+    with open(anno_path, "rb") as f:
+        text = f.read()
+    try:
+        samples = json.loads(text)
+    except ValueError as e:
+        what = "is empty (0 bytes)" if not text.strip() else f"is not JSON ({e})"
+        raise ValueError(f"{anno_path} {what}; {expected}") from None
+    if not isinstance(samples, list):
+        raise ValueError(f"{anno_path} holds a {type(samples).__name__}, not a list of samples; {expected}")
     if not samples:
-        raise ValueError(f"{anno_path} lists no samples (expected AIR-SLT's query / polygon annotations)")
+        raise ValueError(f"{anno_path} lists no samples ({expected})")
+    for index, sample in enumerate(samples):
+        problem = sample_problem(sample)
+        if problem:
+            raise ValueError(f"{anno_path}: sample {index}: {problem}; {expected}")
     return samples
+
+
+def sample_problem(sample) -> str | None:
+    """What is malformed in one annotation, or None."""
+    if not isinstance(sample, dict) or not all(k in sample for k in ("caption", "jpg_name", "points")):
+        return 'not an object with "caption", "jpg_name" and "points"'
+    polygons = sample["points"]
+    valid_point = lambda p: (isinstance(p, (list, tuple)) and len(p) == 2
+                             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in p))
+    if not isinstance(polygons, list) or not all(isinstance(poly, list) and poly and all(map(valid_point, poly))
+                                                 for poly in polygons):
+        return '"points" is not a list of polygons of [x, y] points'
+    return None
+
+
+def unscorable(sample: dict, shape) -> str | None:
+    """Why a well-formed sample cannot be scored (its metrics divide by the ground-truth area)."""
+    if not sample["points"]:
+        return "it has no polygons"
+    if not region_mask(shape, sample["points"]).any():
+        return "its polygons cover no pixel of the image"
+    return None
 
 
 def evaluate_selo(encoders: Encoders, root: str, params=None, out_dir: str | None = None) -> dict:
     """Per-sample and mean Rsu/Rda/Ras/Rmi over AIR-SLT (`annotations/anno.json`, `imgs/`)."""
     samples = read_annotations(root)
-    per_sample, cache = [], {}
+    per_sample, skipped, cache = [], [], {}
     for index, sample in enumerate(samples):
         path = os.path.join(root, "imgs", sample["jpg_name"])
         if path not in cache:  # crop embeddings are shared by the captions of one image
@@ -238,6 +276,11 @@ def evaluate_selo(encoders: Encoders, root: str, params=None, out_dir: str | Non
             loaders = [lambda b=b: crop_image(image, b) for b in boxes]
             cache = {path: (image, boxes, encoders.images(loaders, params, desc=f"SeLo {sample['jpg_name']} crops"))}
         image, boxes, crops = cache[path]
+        reason = unscorable(sample, image.shape[:2])
+        if reason:
+            skipped.append(f"sample {index} ({sample['jpg_name']}, {sample['caption']!r}): {reason}")
+            log.warning("selo: skipped %s", skipped[-1])
+            continue
         text = encoders.texts([sample["caption"]], params)[0]
         prob = probability_map(heat_map(*image.shape[:2], boxes, crops @ text))
         metrics = selo_metrics(prob, sample["points"])
@@ -248,5 +291,8 @@ def evaluate_selo(encoders: Encoders, root: str, params=None, out_dir: str | Non
                          sample["caption"], metrics)
     if out_dir:
         write_index(out_dir, per_sample)
+    if not per_sample:
+        raise ValueError(f"{os.path.join(root, 'annotations', 'anno.json')}: no sample can be scored "
+                         f"({'; '.join(skipped)})")
     means = {name: float(np.mean([s[name] for s in per_sample])) for name in METRICS}
-    return {"mean": means, "samples": per_sample}
+    return {"mean": means, "samples": per_sample, "skipped": skipped}

@@ -104,6 +104,7 @@ class Suite:
         if "selo" in self.tasks:
             selo = evaluate_selo(self.encoders, self.selo_root, params, self.selo_out)
             self.details["selo_samples"] = selo["samples"]
+            self.details["selo_skipped"] = selo["skipped"]
             results.update({f"Selo_{name}": value for name, value in selo["mean"].items()})
         return results
 

@@ -1,7 +1,7 @@
 """Candidates for the fast train-augmentation path: time per stage and quality, one core, real photos.
 
 Every candidate gets the same draws (crop box, flip, angle; `transforms.draw_augmentation`) on the
-same JPEGs (`data/photos.py`: scikit-image photo mosaics, q90, sides log-uniform in 256-2048 px) and
+same JPEGs (`tests/photos.py`: scikit-image photo mosaics, q90, sides log-uniform in 256-2048 px) and
 produces the 224 px uint8 image GeoRSCLIP trains on. Quality is against the exact path (torchvision's
 pixels: full decode, bicubic antialiased resize, PIL flip and nearest rotation): mean |difference| in
 8-bit levels and PSNR over all pixels. Stages are timed separately (decode / resize / flip + rotate),
@@ -15,14 +15,17 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import statistics
+import sys
 import time
 
 import cv2
 import numpy as np
 from PIL import Image
 
-from georsclip_jax.data.photos import photo_sample
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))  # photos.py
+from photos import photo_sample  # noqa: E402
 from georsclip_jax.data.synthetic import jpeg_bytes
 from georsclip_jax.transforms import (AugmentDraw, apply_augmentation, draw_augmentation, jpeg_draft_factor, resized_crop,
                                      to_rgb)

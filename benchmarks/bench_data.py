@@ -1,6 +1,6 @@
 """Input-pipeline throughput: decode + GeoRSCLIP's train augmentation + tokenization, ours vs RS5M's loader.
 
-Both read the same RS5M-format tar shards of real photos (`data/photos.py`: mosaics of scikit-image's
+Both read the same RS5M-format tar shards of real photos (`tests/photos.py`: mosaics of scikit-image's
 photographs, JPEG q90, sides log-uniform in 256-2048 px) and apply GeoRSCLIP's full train transform:
 RandomResizedCrop(224, scale 0.9-1.0, bicubic), RGB, horizontal flip, rotation uniform in 0-360
 degrees, normalization; captions are CLIP-tokenized. Both decode in worker processes, as training does.
@@ -27,15 +27,17 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))  # photos.py
 
 VARIANTS = {"exact": dict(image_dtype="float32", jpeg_draft=False), "uint8": dict(image_dtype="uint8", jpeg_draft=False),
             "fast": dict(image_dtype="uint8", jpeg_draft=True)}
 
 
 def make_shards(data_dir: str, images: int) -> list[str]:
-    from georsclip_jax.data.photos import write_photo_shards
+    from photos import write_photo_shards
 
     paths = sorted(glob.glob(os.path.join(data_dir, "photos-*.tar")))
     if len(paths) != 8:
@@ -136,7 +138,7 @@ def quality(paths: list[str]) -> dict:
     """The fast path against the exact one over every benchmark image (data/photos.py)."""
     import tarfile
 
-    from georsclip_jax.data.photos import fast_path_quality
+    from photos import fast_path_quality
 
     jpegs = []
     for path in paths:

@@ -6,6 +6,10 @@ Usage:
   python benchmarks/bench_plan.py --recipes georsclip_rs5m_vith14 --topologies v5p:4x4x4,v5e:4x4 \\
       [--remat none,dots,full] [--batch-per-chip 32,64] [--scan True] [--out plans.json]
   python benchmarks/bench_plan.py --compare-scan --recipes georsclip_rs5m_vith14 --topologies v5p:4x4x4
+  python benchmarks/bench_plan.py --xla-counts --recipes georsclip_rs5m_vitb32 --topologies v5e:2x2 \\
+      --batch-per-chip 8 --scan True
+(--xla-counts: XLA's own FLOP count of the same per-chip work compiled for the TPU and for as many CPU
+devices, on a matmul-bound recipe; the plan's count is the same on both by construction.)
 Prints a Markdown table (HBM per chip, FLOPs per chip per step, compile seconds).
 """
 
@@ -28,14 +32,18 @@ def chips(topology: str) -> int:
     return math.prod(int(d) for d in topology.split(":")[1].split("x"))
 
 
-def plan(recipe: str, topology: str, overrides: list[str]) -> dict:
+def plan(recipe: str, topology: str, overrides: list[str], on_cpu: bool = False) -> dict:
+    """The recipe's plan for `topology`, or (`on_cpu`) compiled for as many CPU devices as it has chips."""
+    where = [] if on_cpu else ["--topology", topology]
+    env = {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={chips(topology)}"} if on_cpu else None
     with tempfile.TemporaryDirectory() as workdir:
         result = subprocess.run([sys.executable, "-m", "georsclip_jax.main", "--config",
                                  os.path.join(ROOT, "configs", f"{recipe}.py"), "--workdir", workdir, "--compile_only",
-                                 "--topology", topology, *overrides], capture_output=True, text=True, cwd=ROOT)
+                                 *where, *overrides], capture_output=True, text=True, cwd=ROOT, env=env)
         if result.returncode not in (0, 1):
             raise RuntimeError(result.stderr[-2000:])
-        with open(os.path.join(workdir, f"plan-{topology.replace(':', '_')}.json")) as f:
+        name = "local" if on_cpu else topology.replace(":", "_")
+        with open(os.path.join(workdir, f"plan-{name}.json")) as f:
             report = json.load(f)
     report.update(recipe=recipe, overrides=overrides)
     print(json.dumps({k: report[k] for k in ("recipe", "topology", "remat", "scan_layers", "batch_per_device",
@@ -66,6 +74,7 @@ def main():
     parser.add_argument("--batch-per-chip", default="", help="comma-separated; default: the recipe's global batch")
     parser.add_argument("--scan", default="", help="True/False to override the recipe's model.scan_layers")
     parser.add_argument("--compare-scan", action="store_true", help="unrolled vs scanned compile time, same run")
+    parser.add_argument("--xla-counts", action="store_true", help="XLA's FLOP count, TPU vs the same work on CPU")
     parser.add_argument("--out")
     args = parser.parse_args()
     rows = []
@@ -77,6 +86,16 @@ def main():
                 if args.compare_scan:
                     for scan in ("False", "True"):
                         rows.append(plan(recipe, topology, [*common, f"--config.model.scan_layers={scan}"]))
+                    continue
+                if args.xla_counts:
+                    scan = [f"--config.model.scan_layers={args.scan}"] if args.scan else []
+                    tpu, cpu = (plan(recipe, topology, [*common, *scan], on_cpu) for on_cpu in (False, True))
+                    print(f"{recipe} on {topology} vs {tpu['devices']} CPU devices: XLA's FLOPs per chip "
+                          f"{tpu['xla_flops_per_step_per_device'] / 1e12:.3f} / {cpu['xla_flops_per_step_per_device'] / 1e12:.3f}"
+                          f" TFLOP = {tpu['xla_flops_per_step_per_device'] / cpu['xla_flops_per_step_per_device']:.3f}; "
+                          f"the plan's: {tpu['flops_per_step_per_device'] / 1e12:.3f} / "
+                          f"{cpu['flops_per_step_per_device'] / 1e12:.3f} TFLOP")
+                    rows.append(tpu)
                     continue
                 for remat in args.remat.split(","):
                     scan = [f"--config.model.scan_layers={args.scan}"] if args.scan else []

@@ -151,6 +151,10 @@ def flops_text(flops: float) -> str:
     return f"{flops / 1e12:.2f} TFLOP" if flops >= 1e11 else f"{flops / 1e9:.2f} GFLOP"
 
 
+def size_text(size: int) -> str:
+    return f"{size / GIB:.2f} GiB" if size >= GIB // 10 else f"{size / 2**20:.1f} MiB"
+
+
 def plan_and_report(config, workdir: str, topology: str | None) -> dict:
     """Print the plan and write it as WORKDIR/plan-<topology>.json; `report["fits"]` is False when the
     step needs more memory than the device has."""

@@ -19,6 +19,7 @@ import math
 import re
 
 import jax
+import numpy as np
 from jax.sharding import NamedSharding, PartitionSpec as P
 
 from georsclip_jax.models.stacking import is_stacked, layer_path
@@ -134,3 +135,12 @@ def param_shardings(state, mesh, rules="dp", fsdp_min_size: int = 2**18):
                 else spec_for(path, shape, rules, mesh, fsdp_min_size))
         return NamedSharding(mesh, P(None, *spec) if is_stacked(param_path(key)) else spec)
     return jax.tree_util.tree_map_with_path(place, state)
+
+
+def place(value, target) -> jax.Array:
+    """A host value (the same on every process: weights read from one file, adapters from one seed)
+    as a global array in `target`: each process copies in only its own devices' shards.
+    `jax.device_put` would first check across processes that the whole array is equal (a collective per
+    array: an all-gather of every weight on a pod)."""
+    value = np.asarray(value)
+    return jax.make_array_from_callback(value.shape, target, lambda index: value[index])

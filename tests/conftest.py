@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
+import shutil
+import tempfile
 
 import jax
 import numpy as np
@@ -11,6 +14,20 @@ from PIL import Image
 
 jax.config.update("jax_default_matmul_precision", "highest")  # float32 parity, as the spec requires
 jax.config.update("jax_num_cpu_devices", 8)  # sharded code paths run over 8 simulated devices
+
+# One persistent compilation cache for this process and every process the suite starts (trainers, CLIs):
+# the same tiny programs are otherwise compiled again in dozens of subprocesses. A JAX_COMPILATION_CACHE_DIR
+# set by the caller is kept (and reused by the next run); else a fresh folder, removed at the end.
+SUITE_CACHE = os.environ.get("JAX_COMPILATION_CACHE_DIR") or tempfile.mkdtemp(prefix="georsclip_suite_jax_cache_")
+OWN_CACHE = "JAX_COMPILATION_CACHE_DIR" not in os.environ
+os.environ.update(JAX_COMPILATION_CACHE_DIR=SUITE_CACHE, JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
+jax.config.update("jax_compilation_cache_dir", SUITE_CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if OWN_CACHE:
+        shutil.rmtree(SUITE_CACHE, ignore_errors=True)
 
 CAPTIONS = [
     "a satellite image of a residential area with many buildings and green trees",

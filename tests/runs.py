@@ -14,7 +14,10 @@ import time
 import numpy as np
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+# The quick demo cut to what a run's mechanics need: no validation set (the demo's own test and the gs://
+# run evaluate one), few samples, logging at every step.
 SMALL = ["--config.data.synthetic.train_samples=256", "--config.data.synthetic.samples_per_shard=64",
+         "--config.data.synthetic.val_samples=0",
          "--config.data.synthetic.eval_per_class=1", "--config.data.synthetic.retrieval_images=2",
          "--config.train.global_batch_size=16", "--config.train.log_every=1", "--config.eval.tasks=",
          "--config.export.open_clip=False", "--config.export.loss_plot=False"]

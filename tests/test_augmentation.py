@@ -17,7 +17,7 @@ from PIL import Image
 from scipy import stats
 
 from georsclip_jax import transforms
-from georsclip_jax.data.photos import fast_path_quality, photo_sample
+from photos import fast_path_quality, photo_sample
 from georsclip_jax.data.synthetic import jpeg_bytes
 
 

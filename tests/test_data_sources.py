@@ -94,7 +94,7 @@ def test_source_pickles_without_open_files(messy):
     ("missing_image", None, {}),
     ("image_too_large", png_bomb(), {}),
     ("image_too_large", None, {"max_pixels": 100}),  # our own threshold, below PIL's
-])
+], ids=["corrupt", "empty", "missing", "png_bomb", "over_max_pixels"])  # stable ids: parallel workers must agree
 def test_bad_images_raise_named_reasons(reason, data, kw):
     if data is None and kw:
         data = jpeg_bytes(Image.new("RGB", (20, 20)))

@@ -16,7 +16,7 @@ import skimage.data
 from PIL import Image
 
 from georsclip_jax.data import phash
-from georsclip_jax.data.photos import photo_sample
+from photos import photo_sample
 from georsclip_jax.data.synthetic import NEAR_DUPLICATE_EDITS, near_duplicate, write_test_data
 
 PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "camera", "immunohistochemistry", "hubble_deep_field")

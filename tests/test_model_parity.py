@@ -6,6 +6,7 @@ tokenizer, so the comparison covers the whole path a user runs.
 
 from __future__ import annotations
 
+import functools
 import json
 from pathlib import Path
 
@@ -96,34 +97,36 @@ def test_registry_equals_open_clip_json():
         assert ours.vision.mlp_width == ref_mlp, name
 
 
-def test_param_shapes_equal_open_clip_for_big_configs():
-    """Parameter shapes of ViT-H/g/bigG (head dims 80/88/104) equal open_clip's, without allocating."""
+@functools.cache
+def open_clip_shapes(name: str) -> dict[str, tuple]:
+    """Our abstract model's parameters under open_clip's state-dict names, as shapes (the activation does not
+    change them: `-quickgelu` names share their base's entry)."""
     from georsclip_jax.interop import open_clip as oc_interop
     from georsclip_jax.interop.params import abstract_model
 
+    shapes = {}
+    for path, variable in nnx.to_flat_state(nnx.state(abstract_model(gj.get_model_config(name)), nnx.Param)):
+        key, transform = oc_interop.open_clip_key("/".join(map(str, path)))
+        shapes[key] = transform(np.broadcast_to(np.float32(0), variable.get_value().shape)).shape
+    return shapes
+
+
+def test_param_shapes_equal_open_clip_for_big_configs():
+    """Parameter shapes of ViT-H/g/bigG (head dims 80/88/104) equal open_clip's, without allocating."""
     for name in ["ViT-L-14-336", "ViT-H-14", "ViT-g-14", "ViT-bigG-14"]:
         with torch.device("meta"):
             ref = open_clip.model.CLIP(**open_clip.get_model_config(name))
-        ref_shapes = {k: tuple(v.shape) for k, v in ref.state_dict().items()}
-        model = abstract_model(gj.get_model_config(name))
-        ours = {}
-        for path, variable in nnx.to_flat_state(nnx.state(model, nnx.Param)):
-            key, transform = oc_interop.open_clip_key("/".join(map(str, path)))
-            ours[key] = transform(np.broadcast_to(np.float32(0), variable.get_value().shape)).shape
-        assert ours == ref_shapes, name
+        assert open_clip_shapes(name) == {k: tuple(v.shape) for k, v in ref.state_dict().items()}, name
 
 
 def test_architecture_inference_recovers_every_registry_config():
     """From tensor shapes alone (as for OpenAI files), every named ViT config is recovered exactly."""
     from georsclip_jax.interop import open_clip as oc_interop
-    from georsclip_jax.interop.params import abstract_model
 
     for name in gj.list_models():
         if name.startswith("tiny"):
             continue
         cfg = gj.get_model_config(name)
-        shapes_only = {}
-        for path, variable in nnx.to_flat_state(nnx.state(abstract_model(cfg), nnx.Param)):
-            key, transform = oc_interop.open_clip_key("/".join(map(str, path)))
-            shapes_only[key] = transform(np.broadcast_to(np.float32(0), variable.get_value().shape))
+        shapes_only = {k: np.broadcast_to(np.float32(0), shape)
+                       for k, shape in open_clip_shapes(name.removesuffix("-quickgelu")).items()}
         assert oc_interop.infer_config(shapes_only, cfg.act) == cfg, name

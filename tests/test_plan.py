@@ -2,8 +2,9 @@
 train step for a TPU topology with libtpu (no TPU here) and reports per-chip memory and FLOPs.
 
 The FLOPs per chip equal a hand count of the step's matmuls and the CPU compile of the same per-chip
-work; XLA's own counts for the two backends agree on a matmul-bound model; every memory field is
-there; a step too big for the chip says so; bad topologies and a missing libtpu stop in one line."""
+work, scanned blocks included; every memory field is there; a step too big for the chip says so; bad
+topologies and a missing libtpu stop in one line. (XLA's own counts for TPU and CPU on a matmul-bound
+ViT-B/32: `benchmarks/bench_plan.py --xla-counts`.)"""
 
 from __future__ import annotations
 
@@ -44,44 +45,46 @@ def clip_train_flops(B, S, p, Wv, Lv, Mv, Wt, Lt, Mt, D, T=77) -> int:
     return 3 * forward - conv
 
 
-def test_the_tiny_step_compiles_for_v5e_with_the_flops_of_the_same_work_on_cpu(tmp_path):
-    tpu, out, err = plan(tmp_path / "tpu", topology="v5e:2x2")
+TINY = dict(S=32, p=8, Wv=64, Lv=2, Mv=256, Wt=48, Lt=2, Mt=192, D=32)  # tiny: 32 px, patch 8, widths 64 / 48
+
+
+def test_the_tiny_step_compiles_for_a_multi_host_v5e_slice_with_the_flops_of_the_same_work_on_cpu(tmp_path):
+    tpu, out, err = plan(tmp_path / "tpu", topology="v5e:4x4")
     assert all(field in tpu for field in FIELDS), set(FIELDS) - set(tpu)
     assert all(tpu[f] >= 0 for f in FIELDS if f.endswith("bytes")) and tpu["temp_size_in_bytes"] > 0
-    assert (tpu["devices"], tpu["processes"], tpu["device_kind"]) == (4, 1, "TPU v5 lite")
-    assert tpu["hbm_capacity_bytes"] == 16 * 2**30 and "fits," in out
+    assert (tpu["devices"], tpu["processes"], tpu["device_kind"]) == (16, 4, "TPU v5 lite")  # 4 hosts of 4 chips
+    assert tpu["hbm_capacity_bytes"] == 16 * 2**30 and tpu["fits"] is True and "fits," in out
     assert "TPU_WORKER_HOSTNAMES" not in err and "TPU_ACCELERATOR_TYPE" not in err  # libtpu kept quiet
-    # tiny: 32 px, patch 8, width 64 / text 48, 2 + 2 layers, MLP 4x, embed 32; the demo's global batch 64
-    hand = clip_train_flops(B=64, S=32, p=8, Wv=64, Lv=2, Mv=256, Wt=48, Lt=2, Mt=192, D=32)
-    assert tpu["flops_per_step_per_device"] == hand / 4
-    cpu, _, _ = plan(tmp_path / "cpu", devices=4)  # the same mesh and batch on 4 CPU devices
+    assert tpu["flops_per_step_per_device"] == clip_train_flops(B=64, **TINY) / 16  # the demo's global batch 64
+    cpu, _, _ = plan(tmp_path / "cpu", devices=16)  # the same mesh and batch on 16 CPU devices
     assert abs(cpu["flops_per_step_per_device"] / tpu["flops_per_step_per_device"] - 1) < 0.05
-    scanned, _, _ = plan(tmp_path / "scan", "--config.model.scan_layers=True", topology="v5e:2x2")
-    assert scanned["flops_per_step_per_device"] == tpu["flops_per_step_per_device"]  # XLA's count would halve
 
 
-def test_xla_counts_the_same_flops_for_tpu_and_cpu_on_a_matmul_bound_step(tmp_path):
-    """XLA's own FLOP count of the compiled program, TPU vs CPU for the same per-device work, on a
-    model whose matmuls dominate (ViT-B/32, scanned to compile fast; each backend counts the loop
-    body once). On `tiny` the counts part by ~10 %: its 48-64 wide blocks are mostly softmax and
-    elementwise work, which the two backends account differently."""
-    overrides = ["--config.train.global_batch_size=32", "--config.model.scan_layers=True"]
-    recipe = "configs/georsclip_rs5m_vitb32.py"
-    tpu, _, _ = plan(tmp_path / "tpu", *overrides, topology="v5e:2x2", config=recipe)
-    cpu, _, _ = plan(tmp_path / "cpu", *overrides, devices=4, config=recipe)
-    assert abs(tpu["xla_flops_per_step_per_device"] / cpu["xla_flops_per_step_per_device"] - 1) < 0.05
-    assert tpu["flops_per_step_per_device"] == cpu["flops_per_step_per_device"]
+def test_scanned_blocks_count_the_flops_of_every_layer():
+    """A scanned tower's blocks are one loop body to XLA (its cost_analysis would halve tiny's count); the
+    plan counts the body once per layer: the same FLOPs as the unrolled step, on any backend."""
+    from georsclip_jax import sharding
+    from georsclip_jax.train.config import base_config
+    from georsclip_jax.train.flops import matmul_flops
+    from georsclip_jax.train.program import (abstract_run_model, abstract_state, batch_structs, make_program,
+                                             with_shardings)
+
+    counts = []
+    for scan in (False, True):
+        config = base_config()
+        config.model.name, config.model.scan_layers, config.train.global_batch_size = "tiny", scan, 64
+        program, params, frozen = make_program(config, sharding.make_mesh({"data": -1}), abstract_run_model(config), 10)
+        counts.append(matmul_flops(program.step_fn, abstract_state(program, params),
+                                   with_shardings(frozen, program.frozen_shardings),
+                                   batch_structs(config, 32, program.batch_sharding)))
+    assert counts[0] == counts[1] == clip_train_flops(B=64, **TINY)
 
 
-def test_a_multi_host_slice_and_a_step_that_does_not_fit(tmp_path):
-    fits, _, _ = plan(tmp_path / "fits", topology="v5e:4x4")
-    assert (fits["devices"], fits["processes"], fits["fits"]) == (16, 4, True)
+def test_a_step_that_does_not_fit_says_so(tmp_path):
     report, out, _ = plan(tmp_path / "huge", "--config.train.global_batch_size=1048576", topology="v5e:4x4", status=1)
     assert report["fits"] is False and report["hbm_total_bytes"] > report["hbm_capacity_bytes"]
     assert "DOES NOT FIT: the TPU compiler refused the step: RESOURCE_EXHAUSTED" in out
-    tiny = dict(S=32, p=8, Wv=64, Lv=2, Mv=256, Wt=48, Lt=2, Mt=192, D=32)
-    assert report["flops_per_step_per_device"] == clip_train_flops(B=2**20, **tiny) / 16  # still counted
-    assert fits["flops_per_step_per_device"] == clip_train_flops(B=64, **tiny) / 16
+    assert report["flops_per_step_per_device"] == clip_train_flops(B=2**20, **TINY) / 16  # still counted
 
 
 def test_a_bad_topology_stops_with_one_line(tmp_path):

@@ -8,7 +8,6 @@ import os
 import tarfile
 
 import numpy as np
-import pytest
 
 from georsclip_jax.data.synthetic import CLASSES, DESCRIPTIONS, main, write_rs5m_shards
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from runs import (ROOT, SMALL, assert_close_across_topologies, command, env, final_params,
-                  logged_steps, run, run_processes, start_processes, wait_for_step)
+                  logged_steps, results, run, run_processes, start_processes, wait_for_step)
 
 
 def start_and_wait_for_step(workdir, step, *overrides):
@@ -44,6 +44,20 @@ def test_sigterm_saves_the_current_step_and_exits_cleanly(tmp_path):
     assert process.wait(timeout=120) == 0
     step, _ = final_params(tmp_path)
     assert step == max(logged_steps(tmp_path)) >= 3
+
+
+def test_a_second_start_loads_its_train_step_from_the_workdirs_compilation_cache(tmp_path):
+    """The same config re-run in its workdir (as after a preemption) compiles no train step: JAX's
+    persistent cache lives in WORKDIR/compilation_cache by default (the suite's shared cache is hidden)."""
+    own_cache = {"JAX_COMPILATION_CACHE_DIR": ""}
+    overrides = (*SMALL, "--config.train.total_steps=2")
+    first = run(tmp_path, *overrides, extra_env=own_cache)
+    assert results(tmp_path)["compile"]["from_compilation_cache"] is False
+    assert "train step compiled in" in first.stdout and (tmp_path / "compilation_cache").is_dir()
+    second = run(tmp_path, *overrides, extra_env=own_cache)
+    assert results(tmp_path)["compile"]["from_compilation_cache"] is True
+    assert "train step loaded from the compilation cache in" in second.stdout
+    assert "MiB (arguments" in second.stdout and "GFLOP of matmuls per device per step" in second.stdout
 
 
 @pytest.mark.parametrize("override,message", [

@@ -5,7 +5,6 @@ blocks are split into layers on the way out and stacked on the way in (models/st
 
 from __future__ import annotations
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import nnx
@@ -17,6 +16,7 @@ from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig
 from georsclip_jax.models.layers import ModelOptions
 from georsclip_jax.models.stacking import gather_layers, unstack, unstack_shapes
 from georsclip_jax.models.vision import resize_pos_embed
+from georsclip_jax.sharding import place
 
 PROGRESS_BYTES = 256 * 2**20  # show a progress bar for checkpoints larger than this
 
@@ -97,8 +97,7 @@ def materialize(model: CLIP, params: dict[str, np.ndarray], shardings=None) -> C
         current = variable.get_value()
         value = gather_layers(params, _path(key), current.shape[0] if current.ndim else 0)
         if value is not None:
-            value = jnp.asarray(value, dtype=current.dtype)
-            if key in placement:
-                value = jax.device_put(value, placement[key].get_value())
+            value = (place(np.asarray(value).astype(current.dtype), placement[key].get_value()) if key in placement
+                     else jnp.asarray(value, dtype=current.dtype))
             variable.set_value(value)
     return nnx.merge(graphdef, state)

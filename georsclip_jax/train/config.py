@@ -35,9 +35,10 @@ def base_config() -> ml_collections.ConfigDict:
                        eval_per_class=20, retrieval_images=60, selo_images=0),
     )
     # profile_steps (start, stop): trace steps start..stop-1 into WORKDIR/tensorboard (train/profiler.py)
+    # compilation_cache: "" (JAX's configured folder, else WORKDIR/compilation_cache), "none", or a folder
     c.train = dict(global_batch_size=256, total_steps=1000, epochs=0.0, seed=0, loss="clip", accum_steps=1,
                    log_every=10, checkpoint_every=500, keep_checkpoints=3, async_checkpoints=True,
-                   profile_steps=(0, 0))
+                   profile_steps=(0, 0), compilation_cache="")
     c.optim = dict(lr=5e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, warmup_steps=100, schedule="cosine",
                    grad_clip_norm=0.0)
     # Which parameters train (train/partition.py); lora.rank > 0 attaches adapters (models/lora.py).

@@ -22,9 +22,10 @@ import jax
 import numpy as np
 from flax import nnx
 
-from georsclip_jax import sharding, storage
+from georsclip_jax import compilation_cache, sharding, storage
 from georsclip_jax.adapters import base_fingerprint, save_adapter
 from georsclip_jax.checkpoint import Checkpointer, abstract_like
+from georsclip_jax.data.demo_data import run_data
 from georsclip_jax.data.pipeline import DataIterator, PipelineOptions, SampleTransform, build_dataset
 from georsclip_jax.train.config import validate
 from georsclip_jax.train.guard import check_finite
@@ -41,31 +42,6 @@ PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L4": 121e12,
                    "TPU v5 lite": 197e12, "TPU v5e": 197e12, "TPU v5p": 459e12, "TPU v6 lite": 918e12}
 INPUT_BOUND = 0.5  # a log interval spending more than this share waiting for data is input-bound
 SYNC_SECONDS = 30  # how often an object-storage workdir receives the metrics between checkpoints
-
-
-def synthetic_data(config, outputs: storage.Outputs) -> dict:
-    """Generate the demo's synthetic RS data under WORKDIR/data once (process 0; others wait)."""
-    from jax.experimental import multihost_utils
-
-    from georsclip_jax.data import synthetic
-
-    syn = config.data.synthetic
-    root = storage.join(outputs.workdir, "data")
-    if jax.process_index() == 0 and not storage.exists(storage.join(root, "COMPLETE")):
-        local = outputs.path("data")  # the workdir itself, or its staging folder for object storage
-        synthetic.write_rs5m_shards(f"{local}/train", syn.train_samples, syn.samples_per_shard,
-                                    config.train.seed, (syn.min_size, syn.max_size))
-        if syn.val_samples:
-            synthetic.write_rs5m_shards(f"{local}/val", syn.val_samples, syn.samples_per_shard,
-                                        config.train.seed, (syn.min_size, syn.max_size), "val", stream=1)
-        synthetic.write_test_data(f"{local}/rs5m_test_data", syn.eval_per_class, syn.retrieval_images,
-                                  syn.selo_images, seed=config.train.seed + 1)
-        open(f"{local}/COMPLETE", "w").close()
-        outputs.sync()
-    if jax.process_count() > 1:
-        multihost_utils.sync_global_devices("synthetic data")
-    return {"train": storage.join(root, "train", "*.tar"), "eval": storage.join(root, "rs5m_test_data"),
-            "val": storage.join(root, "val", "*.tar") if syn.val_samples else ""}
 
 
 def make_source(data, train_path: str):
@@ -193,6 +169,20 @@ class MetricsLog:
             self.tensorboard.close()
 
 
+def compile_line(report: dict) -> str:
+    """The compiled step in one line, in the plan's terms (plan.py): where it came from, its matmul FLOPs
+    and memory per device, the parameter counts."""
+    from georsclip_jax.plan import flops_text, size_text, total_bytes
+
+    how = "loaded from the compilation cache" if report["from_compilation_cache"] else "compiled"
+    memory = (f"memory per device {size_text(total_bytes(report))} (arguments "
+              f"{size_text(report['argument_size_in_bytes'])}, temporaries {size_text(report['temp_size_in_bytes'])})"
+              if "argument_size_in_bytes" in report else "memory per device not reported by this backend")
+    return (f"train step {how} in {report['compile_seconds']:.1f} s: {flops_text(report['flops_per_step_per_device'])}"
+            f" of matmuls per device per step, {memory}; {report['trainable_params'] / 1e6:.2f} M trainable and "
+            f"{report['frozen_params'] / 1e6:.2f} M frozen parameters")
+
+
 def progress_note(metrics: dict) -> dict[str, str]:
     """The progress bar's postfix: loss, and the share of time spent waiting for data (flagged when the
     input pipeline, not the step, sets the pace)."""
@@ -213,10 +203,10 @@ def train_and_evaluate(config, workdir: str) -> dict:
     from tqdm import tqdm
 
     validate(config, jax.device_count(), workdir=workdir)
+    compilation_cache.enable(config.train.compilation_cache, workdir)
     outputs = storage.Outputs(workdir)
     mesh = sharding.make_mesh(dict(config.mesh))
-    paths = synthetic_data(config, outputs) if config.data.synthetic.train_samples else {
-        "train": config.data.train, "eval": config.eval.data_root, "val": config.data.val}
+    paths = run_data(config, outputs)
     model = build_model(config, mesh)
     base = base_fingerprint(model)
     adapters = lora_config(config.peft)
@@ -237,12 +227,15 @@ def train_and_evaluate(config, workdir: str) -> dict:
         state, data_state, _ = checkpoints.restore(start, abstract_like(state))
         batches.set_state(data_state)
         log.info("resumed from step %d", start)
-    compiled, report = compile_step(program, state, frozen,
-                                    batch_structs(config, preprocess.image_size, program.batch_sharding))
+    started = time.perf_counter()
+    with compilation_cache.CacheHits() as loaded:
+        compiled, report = compile_step(program, state, frozen,
+                                        batch_structs(config, preprocess.image_size, program.batch_sharding))
+    report.update(compile_seconds=time.perf_counter() - started, from_compilation_cache=loaded.count > 0)
     report["trainable_params"] = sum(x.size for x in jax.tree.leaves(params))
     report["frozen_params"] = sum(x.size for x in jax.tree.leaves(frozen))
     if jax.process_index() == 0:
-        print("compiled train step:", json.dumps(report), flush=True)
+        print(compile_line(report), flush=True)
 
     suite = make_suite(config, model, storage.local_copy(paths["eval"]) if paths["eval"] else "")
     validation = (ValidationLoss(config, make_source(config.data, paths["val"]), preprocess, mesh, graphdef)

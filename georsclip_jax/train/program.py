@@ -22,7 +22,7 @@ from georsclip_jax.models.clip import CLIP
 from georsclip_jax.models.configs import get_model_config
 from georsclip_jax.models.layers import ModelOptions
 from georsclip_jax.models.lora import LoRAParam, add_lora
-from georsclip_jax.train.flops import matmul_flops
+from georsclip_jax.train.flops import jaxpr_flops
 from georsclip_jax.train.optim import make_optimizer
 from georsclip_jax.train.partition import lora_config, split_trainable
 from georsclip_jax.train.step import TrainState, make_train_step
@@ -70,7 +70,7 @@ def build_model(config, mesh) -> CLIP:
                              shardings=shardings, init_logit_bias=logit_init(config).get("init_logit_bias"))
         if shardings is None:  # architecture inferred from the file: place now that it is known
             graphdef, state = nnx.split(model)
-            state = jax.device_put(state, sharding.param_shardings(state, mesh, rules, min_size))
+            state = jax.tree.map(sharding.place, state, sharding.param_shardings(state, mesh, rules, min_size))
             model = nnx.merge(graphdef, state)
         return model
     graphdef, abstract_state = nnx.split(abstract_model(model_config(config), options))
@@ -86,7 +86,7 @@ def attach_lora(model: CLIP, config, mesh) -> None:
     add_lora(model, lora_config(config.peft), nnx.Rngs(config.train.seed))
     adapters = nnx.state(model, LoRAParam)
     shardings = sharding.param_shardings(adapters, mesh, config.sharding.rules, config.sharding.fsdp_min_size)
-    nnx.update(model, jax.tree.map(lambda x, s: jax.device_put(np.asarray(x), s), adapters, shardings))
+    nnx.update(model, jax.tree.map(sharding.place, adapters, shardings))
 
 
 def abstract_run_model(config) -> CLIP:
@@ -151,7 +151,7 @@ def make_program(config, mesh, model: CLIP, total_steps: int):
 def initial_state(program: Program, params) -> TrainState:
     """Step 0 with fresh optimizer state, built under jit straight into its shardings."""
     opt_state = jax.jit(program.optimizer.init, out_shardings=program.opt_shardings)(params)
-    return TrainState(jax.device_put(jnp.zeros((), jnp.int32), program.replicated), params, opt_state)
+    return TrainState(sharding.place(np.zeros((), np.int32), program.replicated), params, opt_state)
 
 
 def abstract_state(program: Program, params) -> TrainState:
@@ -180,12 +180,14 @@ def compile_step(program: Program, state, frozen, batch_shapes):
     jitted = jax.jit(program.step_fn, in_shardings=(program.state_shardings, program.frozen_shardings,
                                                     program.batch_sharding),
                      out_shardings=(program.state_shardings, None), donate_argnums=0)
-    compiled = jitted.lower(state, frozen, batch_shapes).compile()
+    traced = jitted.trace(state, frozen, batch_shapes)  # one trace: counted, then lowered and compiled
+    flops = jaxpr_flops(traced.jaxpr.jaxpr)
+    compiled = traced.lower().compile()
     memory = compiled.memory_analysis()
     cost = compiled.cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
     devices = program.batch_sharding.mesh.size
-    report = {"flops_per_step_per_device": matmul_flops(program.step_fn, state, frozen, batch_shapes) / devices,
+    report = {"flops_per_step_per_device": flops / devices,
               "xla_flops_per_step_per_device": float((cost or {}).get("flops", 0.0))}
     if memory is not None:
         report.update({field: int(getattr(memory, field, 0)) for field in MEMORY_FIELDS})

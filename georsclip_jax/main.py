@@ -34,6 +34,8 @@ flags.DEFINE_string("topology", None, "with --compile_only: a TPU topology such 
                     "(compiled here by libtpu, no TPU needed)")
 flags.DEFINE_bool("distributed", None, "force (or skip) jax.distributed.initialize; default: when a "
                   "coordinator is given or a cluster environment is detected")
+flags.DEFINE_float("peer_timeout", 30.0, "multi-process runs: seconds a process may fall silent before the others "
+                   "give it up as lost and exit (status 1, one line); train/peers.py")
 
 
 def initialize_distributed():
@@ -45,10 +47,13 @@ def initialize_distributed():
                                             "MEGASCALE_COORDINATOR_ADDRESS"))
     if FLAGS.distributed is False or not (FLAGS.distributed or FLAGS.coordinator or cluster):
         return
+    # JAX's own heartbeat check must fire after ours (train/peers.py): it aborts the survivors.
+    heartbeat = max(100, int(3 * FLAGS.peer_timeout))
     if FLAGS.coordinator:
-        jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id)
+        jax.distributed.initialize(FLAGS.coordinator, FLAGS.num_processes, FLAGS.process_id,
+                                   heartbeat_timeout_seconds=heartbeat)
     else:
-        jax.distributed.initialize()
+        jax.distributed.initialize(heartbeat_timeout_seconds=heartbeat)
 
 
 def unknown_override(argv) -> str | None:
@@ -97,9 +102,22 @@ def main(argv):
             report = plan_and_report(FLAGS.config, FLAGS.workdir, FLAGS.topology)
             sys.exit(1 if report["fits"] is False else 0)
         initialize_distributed()
-        from georsclip_jax.train.loop import train_and_evaluate
+        import jax
 
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        from georsclip_jax.train.guard import resume_command
+        from georsclip_jax.train.loop import train_and_evaluate
+        from georsclip_jax.train.peers import watch_peers
+
+        peers = watch_peers(FLAGS.peer_timeout, resume_command())
+        try:
+            train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        except jax.errors.JaxRuntimeError:
+            lost = peers and peers.confirm_lost()  # a collective fails when a peer dies: say that, not its traceback
+            if lost:
+                peers.exit(lost)
+            raise
+        if peers:
+            peers.finish()
     except (Diverged, CheckpointWriteError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)

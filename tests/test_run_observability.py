@@ -1,5 +1,6 @@
 """A long run explains itself: a diverging run stops at the log step that shows it, with a finite
-newest checkpoint and the command to resume from it; a profiler window writes a trace that XProf (the
+newest checkpoint and the command to resume from it; so does a run whose parameters explode while
+every number is still finite; a profiler window writes a trace that XProf (the
 TensorBoard profile plugin) opens, with one marker per step; each log interval is split into waiting
 for data and the step; parameter and update norms are logged; the run's figure marks its resumes."""
 
@@ -8,6 +9,7 @@ from __future__ import annotations
 import glob
 import json
 import os
+import shutil
 import subprocess
 
 import numpy as np
@@ -36,10 +38,20 @@ def norm(arrays) -> float:
     return float(np.sqrt(sum((a**2).sum() for a in arrays)))
 
 
-def test_a_diverging_run_stops_with_a_finite_checkpoint_and_resumes_from_it(tmp_path):
-    sane = [*SMALL, "--config.train.checkpoint_every=2"]
-    run(tmp_path, *sane, "--config.train.total_steps=4")
-    absurd = subprocess.run(command(tmp_path, *sane, "--config.train.total_steps=8", "--config.optim.lr=1e30",
+SANE = [*SMALL, "--config.train.checkpoint_every=2"]
+
+
+@pytest.fixture(scope="module")
+def healthy(tmp_path_factory):
+    """Four healthy steps with checkpoints at 2 and 4: where each failing run below starts."""
+    workdir = tmp_path_factory.mktemp("healthy")
+    run(workdir, *SANE, "--config.train.total_steps=4")
+    return workdir
+
+
+def test_a_diverging_run_stops_with_a_finite_checkpoint_and_resumes_from_it_timing_steps_from_there(healthy, tmp_path):
+    shutil.copytree(healthy, tmp_path, dirs_exist_ok=True)
+    absurd = subprocess.run(command(tmp_path, *SANE, "--config.train.total_steps=8", "--config.optim.lr=1e30",
                                     "--config.train.checkpoint_every=1"),
                             env=env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert absurd.returncode == 1, absurd.stderr[-3000:]
@@ -52,15 +64,39 @@ def test_a_diverging_run_stops_with_a_finite_checkpoint_and_resumes_from_it(tmp_
     step, params = final_params(tmp_path)
     assert step == 4 and all(np.isfinite(p).all() for p in params.values())  # the NaN state was never saved
 
-    run(tmp_path, *sane, "--config.train.total_steps=8", "--config.export.loss_plot=True")
+    run(tmp_path, *SANE, "--config.train.total_steps=8", "--config.train.log_every=3", "--config.export.loss_plot=True")
     lines = metric_lines(tmp_path)
     assert {"step": 4, "resumed": True} in lines
-    assert [line["step"] for line in lines if "loss" in line] == list(range(1, 9))  # step 5 logged once, finite
+    logged = [line for line in lines if "loss" in line]
+    assert [line["step"] for line in logged] == [1, 2, 3, 4, 6, 8]  # the NaN step 5 dropped, trained again
+    # Resumed at step 4, between log steps: the step-6 interval ran steps 5 and 6, not log_every = 3 of them
+    # (per-step times, images/s and MFU are divided by the steps counted).
+    assert [line["time/interval_steps"] for line in logged[-2:]] == [2, 2]
     assert final_params(tmp_path)[0] == 8 and (tmp_path / "loss.png").stat().st_size > 20_000
 
     from georsclip_jax.train.plot import read_series
     series, resumed = read_series(str(tmp_path / "metrics.jsonl"))
-    assert resumed == [4] and len(series["lr"]) == 8
+    assert resumed == [4] and len(series["lr"]) == 6
+
+
+def test_a_finite_explosion_stops_before_its_state_is_saved(healthy, tmp_path):
+    """lr = 1e2: Adam moves every parameter by ~lr per step and weight decay multiplies them by 1 - lr * wd,
+    so ||params|| grows by orders of magnitude while loss, gradients and norms stay finite (the NaN-only
+    guard trained on, and saved, such states). It stops at the first check, naming the last good checkpoint."""
+    shutil.copytree(healthy, tmp_path, dirs_exist_ok=True)
+    result = subprocess.run(command(tmp_path, *SANE, "--config.train.total_steps=12", "--config.optim.lr=1e2",
+                                    "--config.train.checkpoint_every=1"),
+                            env=env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith("error: training exploded at step 5: l2_params is ") and "Traceback" not in result.stderr
+    assert f"the newest checkpoint, step 4 in {tmp_path}/checkpoints, is from before the explosion" in message
+    logged = metric_lines(tmp_path)[-1]
+    assert logged["step"] == 5 and np.isfinite([logged[k] for k in ("loss", "grad_norm", "l2_params")]).all()
+    healthy_norm = next(line["l2_params"] for line in metric_lines(tmp_path) if line.get("step") == 4 and "loss" in line)
+    assert logged["l2_params"] > 10 * healthy_norm
+    step, params = final_params(tmp_path)
+    assert step == 4 and norm(params.values()) == pytest.approx(healthy_norm, rel=1e-5)  # never saved past it
 
 
 def test_profile_window_time_split_and_norms(tmp_path):

@@ -24,9 +24,22 @@ def start_and_wait_for_step(workdir, step, *overrides):
 
 
 def test_demo_learns_and_writes_its_results(tmp_path):
-    run(tmp_path)
+    result = run(tmp_path)
     with open(tmp_path / "results.json") as f:
         results = json.load(f)
+    # It ends with a summary: steps and loss, the evaluation table `evaluate` prints, where everything is.
+    summary = result.stdout[result.stdout.index("trained 100 steps, final loss"):].splitlines()
+    evaluation = results["eval"]
+    assert f"validation loss: {evaluation['val_loss']:.4f}" in summary
+    header = next(line for line in summary if line.startswith("| Model | EuroSAT_acc | RESISC45_acc | AID_acc |"))
+    row = summary[summary.index(header) + 2]
+    assert row.startswith(f"| tiny | {evaluation['EuroSAT-zeroshot-acc']:.2f} | ")
+    assert f" {evaluation['retrieval-mean-recall-rsitmd']:.2f} |" in row
+    for name, path in (("checkpoints:", "checkpoints"), ("loss curve:", "loss.png"),
+                       ("open_clip export:", "open_clip"), ("TensorBoard:", "tensorboard")):
+        line = next(line for line in summary if line.startswith(name))
+        assert line.endswith(str(tmp_path / path)) and os.path.exists(tmp_path / path), line
+    assert "tensorboard --logdir" in summary[-1]
     for name in ("EuroSAT", "RESISC45", "AID"):
         assert results["eval"][f"{name}-zeroshot-acc"] >= 80.0, results["eval"]  # chance: 10%
     assert results["eval"]["retrieval-mean-recall-rsitmd"] > 50.0
@@ -136,7 +149,7 @@ def test_lora_on_fsdp_two_processes_equal_one_process(tmp_path):
     only, the adapter files load onto that base, and resuming with another base stops with one line.
     (Full training on 2 processes, killed and resumed, is in test_multihost_training.py.)"""
     base = [f"--config.model.init_from={saved_base(tmp_path / 'base', seed=7)}"]
-    overrides = [*SMALL, "--config.train.total_steps=4", "--config.train.checkpoint_every=4", *LORA_ON_FSDP, *base]
+    overrides = [*SMALL, "--config.train.total_steps=2", "--config.train.checkpoint_every=2", *LORA_ON_FSDP, *base]
     run(tmp_path / "one", *overrides)
     run_processes(tmp_path / "two", *overrides)
     _, one = final_params(tmp_path / "one")
@@ -148,7 +161,7 @@ def test_lora_on_fsdp_two_processes_equal_one_process(tmp_path):
     for run_dir in ("one", "two"):
         gj.load_adapter(gj.create_model(pretrained=tmp_path / "base"), tmp_path / run_dir / "adapter")
     other_base = f"--config.model.init_from={saved_base(tmp_path / 'other', seed=8)}"
-    result = subprocess.run(command(tmp_path / "one", *overrides, other_base, "--config.train.total_steps=8"),
+    result = subprocess.run(command(tmp_path / "one", *overrides, other_base, "--config.train.total_steps=4"),
                             env=env(), capture_output=True, text=True, timeout=300, cwd=ROOT)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines()[-1].startswith(

@@ -36,9 +36,10 @@ def base_config() -> ml_collections.ConfigDict:
     )
     # profile_steps (start, stop): trace steps start..stop-1 into WORKDIR/tensorboard (train/profiler.py)
     # compilation_cache: "" (JAX's configured folder, else WORKDIR/compilation_cache), "none", or a folder
+    # max_param_growth: stop when ||params|| exceeds this many times its smallest value (train/guard.py; 0: off)
     c.train = dict(global_batch_size=256, total_steps=1000, epochs=0.0, seed=0, loss="clip", accum_steps=1,
                    log_every=10, checkpoint_every=500, keep_checkpoints=3, async_checkpoints=True,
-                   profile_steps=(0, 0), compilation_cache="")
+                   profile_steps=(0, 0), compilation_cache="", max_param_growth=10.0)
     c.optim = dict(lr=5e-4, b1=0.9, b2=0.98, eps=1e-6, weight_decay=0.2, warmup_steps=100, schedule="cosine",
                    grad_clip_norm=0.0)
     # Which parameters train (train/partition.py); lora.rank > 0 attaches adapters (models/lora.py).
@@ -66,6 +67,7 @@ RANGES = (
     ("train.log_every", lambda v: v >= 1, "at least 1"),
     ("train.checkpoint_every", lambda v: v >= 1, "at least 1"),
     ("train.keep_checkpoints", lambda v: v >= 1, "at least 1"),
+    ("train.max_param_growth", lambda v: v == 0 or v > 1, "0 (off) or greater than 1"),
     ("optim.lr", lambda v: v > 0, "positive"),
     ("optim.b1", lambda v: 0 <= v < 1, "in [0, 1)"),
     ("optim.b2", lambda v: 0 <= v < 1, "in [0, 1)"),

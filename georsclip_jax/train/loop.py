@@ -16,10 +16,12 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import time
 
 import jax
 import numpy as np
+import optax
 from flax import nnx
 
 from georsclip_jax import compilation_cache, sharding, storage
@@ -28,11 +30,12 @@ from georsclip_jax.checkpoint import Checkpointer, abstract_like
 from georsclip_jax.data.demo_data import run_data
 from georsclip_jax.data.pipeline import DataIterator, PipelineOptions, SampleTransform, build_dataset
 from georsclip_jax.train.config import validate
-from georsclip_jax.train.guard import check_finite
+from georsclip_jax.train.guard import Guard
 from georsclip_jax.train.partition import lora_config
 from georsclip_jax.train.program import (attach_lora, batch_structs, build_model, compile_step, initial_state,
                                          make_program)
 from georsclip_jax.train.profiler import IntervalTimer, ProfileWindow
+from georsclip_jax.train.summary import run_summary
 from georsclip_jax.train.validation import ValidationLoss
 
 log = logging.getLogger(__name__)
@@ -127,6 +130,23 @@ def global_skips(local: dict[str, int]) -> dict[str, int]:
     return {reason: int(n) for reason, n in zip(local, np.asarray(counts).reshape(-1, len(local)).sum(0))}
 
 
+# tensorboardX imports these, when installed, for what this log never does (torch tensors as values, s3://
+# and gs:// logdirs: ours is a local folder that Outputs mirrors): 1.5-4 s of every start-up.
+TENSORBOARDX_EXTRAS = ("torch", "boto3", "google.cloud.storage")
+
+
+def summary_writer(logdir: str):
+    """tensorboardX's SummaryWriter, imported without its optional extras (those not already imported)."""
+    skipped = [name for name in TENSORBOARDX_EXTRAS if name not in sys.modules]
+    sys.modules.update(dict.fromkeys(skipped, None))  # an import of these now fails, as if not installed
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        for name in skipped:
+            sys.modules.pop(name, None)
+    return SummaryWriter(logdir)
+
+
 class MetricsLog:
     """JSONL and TensorBoard event files, written by process 0 only, into the run's outputs (mirrored
     to an object-storage workdir at most every SYNC_SECONDS, and at every checkpoint)."""
@@ -135,15 +155,13 @@ class MetricsLog:
         self.enabled, self.outputs = jax.process_index() == 0, outputs
         if not self.enabled:
             return
-        from tensorboardX import SummaryWriter
-
         path = outputs.path("metrics.jsonl")
         if resumed_at is not None and outputs.fetch("metrics.jsonl"):
             keep_until(path, resumed_at)  # steps after the checkpoint are trained (and logged) again
         self.jsonl = open(path, "a")
         if resumed_at is not None:
             self.jsonl.write(json.dumps({"step": resumed_at, "resumed": True}) + "\n")  # marked on the plots
-        self.tensorboard = SummaryWriter(outputs.path("tensorboard"))
+        self.tensorboard = summary_writer(outputs.path("tensorboard"))
         self._synced = time.monotonic()
 
     def write(self, step: int, metrics: dict):
@@ -244,6 +262,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
     metrics_log = MetricsLog(outputs, start)
     preemption = Preemption(checkpoints)
     profile = ProfileWindow(config.train.profile_steps, outputs.path("tensorboard"), jax.process_index() == 0)
+    guard = Guard(float(jax.jit(optax.tree.norm)(state.params)), config.train.max_param_growth,
+                  checkpoints.latest_step, checkpoints.directory)
     timer = IntervalTimer()
     peak = peak_flops(config)
     first = int(state.step)
@@ -263,8 +283,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
             if logs or saves:
                 metrics = {k: float(v) for k, v in jax.device_get(metrics).items()}
             if logs:
-                steps_timed = (done - 1) % config.train.log_every + 1
-                elapsed, split = timer.split(steps_timed)
+                steps_timed, elapsed, split = timer.split()
                 rate = steps_timed * config.train.global_batch_size / elapsed
                 metrics.update({"images_per_s": rate, "images_per_s_per_device": rate / jax.device_count(), **split,
                                 **{f"skipped/{k}": v for k, v in global_skips(batches.skipped).items()}})
@@ -273,8 +292,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
                 history.append({"step": done, **metrics})
                 metrics_log.write(done, metrics)
                 bar.set_postfix(progress_note(metrics))
-            if logs or saves:  # never train on from, or save, a state that is no longer finite
-                check_finite(done, metrics, checkpoints.latest_step, checkpoints.directory)
+            if logs or saves:  # never train on from, or save, a state that is no longer finite or has exploded
+                guard.check(done, metrics)
             if config.eval.every_steps and done % config.eval.every_steps == 0 and done != total:
                 with timer.excluding():
                     metrics_log.write(done, evaluate(state.params))
@@ -308,6 +327,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         if jax.process_index() == 0:
             finish(config, outputs, nnx.merge(graphdef, params, frozen), results, base)
     outputs.close()  # only process 0 wrote outputs; the others' staging is empty
+    if jax.process_index() == 0:
+        print(run_summary(results, workdir, config.model.name or "model"), flush=True)
     return results
 
 

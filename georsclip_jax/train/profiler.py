@@ -41,10 +41,11 @@ class ProfileWindow:
 class IntervalTimer:
     """Wall time of a log interval split into waiting for the input pipeline and everything else (the
     step: dispatch and device work, which the host waits for when it fetches the metrics). Time spent
-    in periodic evaluations is left out of both."""
+    in periodic evaluations is left out of both. The steps of an interval are counted, not inferred
+    from the step number: a resumed run's first interval starts wherever the checkpoint was."""
 
     def __init__(self):
-        self.tick, self.waited, self.excluded = time.perf_counter(), 0.0, 0.0
+        self.tick, self.waited, self.excluded, self.steps = time.perf_counter(), 0.0, 0.0, 0
 
     @contextlib.contextmanager
     def excluding(self):
@@ -58,13 +59,14 @@ class IntervalTimer:
         start = time.perf_counter()
         batch = next(batches)
         self.waited += time.perf_counter() - start
+        self.steps += 1
         return batch
 
-    def split(self, steps: int) -> tuple[float, dict[str, float]]:
-        """The interval's seconds, and per step: seconds waiting for data, seconds of the step, and the
-        share of the interval spent waiting for data."""
+    def split(self) -> tuple[int, float, dict[str, float]]:
+        """The interval's steps and seconds, and per step: seconds waiting for data, seconds of the step,
+        and the share of the interval spent waiting for data."""
         now = time.perf_counter()
-        elapsed, waited = now - self.tick - self.excluded, self.waited
-        self.tick, self.waited, self.excluded = now, 0.0, 0.0
-        return elapsed, {"time/data_wait_s": waited / steps, "time/step_s": (elapsed - waited) / steps,
-                         "time/data_wait_fraction": waited / elapsed}
+        steps, elapsed, waited = self.steps, now - self.tick - self.excluded, self.waited
+        self.tick, self.waited, self.excluded, self.steps = now, 0.0, 0.0, 0
+        return steps, elapsed, {"time/data_wait_s": waited / steps, "time/step_s": (elapsed - waited) / steps,
+                                "time/data_wait_fraction": waited / elapsed, "time/interval_steps": steps}

@@ -88,12 +88,15 @@ DISK_ERRORS = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCE
 
 def main(argv):
     from georsclip_jax.checkpoint import CheckpointWriteError, report_write_failures_once
+    from georsclip_jax.storage import StorageError
     from georsclip_jax.train.guard import Diverged
 
     del argv
     logging.getLogger().setLevel(logging.INFO)
     for noisy in ("absl", "jax"):  # Orbax's per-save chatter, JAX's backend probing
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # gcsfs logs a traceback per retried request; storage.py retries too, and reports an outage in one line
+    logging.getLogger("gcsfs").setLevel(logging.CRITICAL)
     report_write_failures_once()
     try:
         if FLAGS.compile_only:
@@ -118,7 +121,7 @@ def main(argv):
             raise
         if peers:
             peers.finish()
-    except (Diverged, CheckpointWriteError) as e:
+    except (Diverged, CheckpointWriteError, StorageError) as e:
         print(f"error: {e}", file=sys.stderr)
         sys.exit(1)
     except OSError as e:

@@ -17,10 +17,73 @@ from __future__ import annotations
 import glob as local_glob
 import hashlib
 import os
+import random
 import shutil
 import tempfile
+import time
 
 SCHEME = "://"
+RETRY_SECONDS = 300.0  # default of how long a request keeps retrying transient errors before the run gives up
+REQUESTS_IN_FLIGHT = 64  # concurrent range requests of one read_ranges call
+
+
+class StorageError(OSError):
+    """Object storage kept failing (an outage, throttling) past the retry budget; one line naming the
+    path and the last error. Nothing was skipped: re-running once the store answers resumes exactly."""
+
+
+def permanent(error: BaseException) -> bool:
+    """Errors no retry can fix: a missing or forbidden object, a bad request. Everything else (HTTP
+    408/429/5xx, dropped connections, timeouts) is transient."""
+    if isinstance(error, (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)):
+        return True
+    code = getattr(error, "status", None) or getattr(error, "code", None)
+    return isinstance(code, int) and 400 <= code < 500 and code not in (408, 429)
+
+
+def describe(error: BaseException) -> str:
+    return f"{type(error).__name__}: {(str(error).strip().splitlines() or [''])[0][:300]}"
+
+
+def outage(what: str, waited: float, error: BaseException) -> StorageError:
+    return StorageError(f"{what}: the store kept failing for {waited:.0f} s ({describe(error)}); nothing was "
+                        "skipped: re-run once it answers to resume")
+
+
+def backoff(attempt: int) -> float:
+    """Exponential with full jitter (0.5 s, 1 s, 2 s ... capped at 30 s): processes that failed together
+    do not retry together. The jitter only spaces requests; what is read never depends on it."""
+    return random.uniform(0.5, 1.0) * min(30.0, 0.5 * 2 ** attempt)
+
+
+_retry_budget = [RETRY_SECONDS]
+
+
+def set_retry_seconds(seconds: float) -> None:
+    """This process's retry budget (config.data.retry_seconds); sources capture it for their workers."""
+    _retry_budget[0] = float(seconds)
+
+
+def retry_seconds() -> float:
+    return _retry_budget[0]
+
+
+def with_retries(what: str, call, budget: float | None = None):
+    """`call()` until it succeeds or fails permanently; transient failures are retried with backoff for
+    `budget` seconds (default: retry_seconds()), then raised as one StorageError naming `what`."""
+    budget = retry_seconds() if budget is None else budget
+    start, attempt = time.monotonic(), 0
+    while True:
+        try:
+            return call()
+        except Exception as e:  # noqa: BLE001 -- sorted into permanent and transient below
+            if permanent(e):
+                raise
+            waited = time.monotonic() - start
+            if waited >= budget:
+                raise outage(what, waited, e) from None
+            time.sleep(min(backoff(attempt), budget - waited))
+            attempt += 1
 
 
 def is_remote(path: str) -> bool:
@@ -43,8 +106,8 @@ def _fs(path: str):
 
 
 def _url(path: str, inside: str) -> str:
-    """A path returned by fsspec (no scheme) as a URL of `path`'s scheme."""
-    return f"{path.split(SCHEME, 1)[0]}{SCHEME}{inside}"
+    """A path returned by fsspec (no scheme; HTTP's keep theirs) as a URL of `path`'s scheme."""
+    return inside if SCHEME in inside else f"{path.split(SCHEME, 1)[0]}{SCHEME}{inside}"
 
 
 def resolve(path: str) -> str:
@@ -61,25 +124,54 @@ def join(base: str, *parts: str) -> str:
     return os.path.join(base, *parts)
 
 
+def _info(path: str) -> dict | None:
+    """An object's metadata, None if it does not exist; a store that does not answer is retried and
+    then named (fsspec's exists/isfile would call an outage 'missing')."""
+    fs, inside = _fs(path)
+
+    def info():
+        try:
+            return fs.info(inside)
+        except FileNotFoundError as e:
+            if e.__cause__ is not None and not permanent(e.__cause__):
+                raise e.__cause__ from None  # fsspec's HTTP calls a 503 'not found'; it is an outage
+            return None
+    return with_retries(path, info)
+
+
+def list_folders_of(paths: list[str]) -> None:
+    """One listing request per object-storage folder of `paths`: fsspec keeps the listing, so the
+    existence, size and stamp of every file in it are then answered without a request each. (HTTP
+    servers have no listings: their files are asked one by one.)"""
+    folders = {path.rsplit("/", 1)[0] for path in paths if is_remote(path) and not path.startswith("http")}
+    for folder in sorted(folders):
+        fs, inside = _fs(folder)
+        try:
+            with_retries(folder, lambda: fs.ls(inside, detail=True))
+        except FileNotFoundError:
+            pass  # the files themselves will say they are missing
+
+
 def exists(path: str) -> bool:
     if is_remote(path):
-        fs, inside = _fs(path)
-        return fs.exists(inside)
+        return _info(path) is not None
     return os.path.exists(path)
 
 
 def isfile(path: str) -> bool:
     if is_remote(path):
-        fs, inside = _fs(path)
-        return fs.isfile(inside)
+        info = _info(path)
+        return info is not None and info.get("type", "file") == "file"
     return os.path.isfile(path)
 
 
 def glob(pattern: str) -> list[str]:
     """Sorted matches of a glob pattern (a pattern without wildcards matches itself if it exists)."""
+    if is_remote(pattern) and not has_magic(pattern):
+        return [pattern] if exists(pattern) else []
     if is_remote(pattern):
         fs, inside = _fs(pattern)
-        return sorted(_url(pattern, p) for p in fs.glob(inside))
+        return sorted(_url(pattern, p) for p in with_retries(pattern, lambda: fs.glob(inside)))
     return sorted(local_glob.glob(pattern))
 
 
@@ -87,10 +179,16 @@ def has_magic(path: str) -> bool:
     return local_glob.has_magic(path)
 
 
+def _remote_info(path: str) -> dict:
+    info = _info(path)
+    if info is None:
+        raise FileNotFoundError(path)
+    return info
+
+
 def size(path: str) -> int:
     if is_remote(path):
-        fs, inside = _fs(path)
-        return int(fs.size(inside))
+        return int(_remote_info(path)["size"])
     return os.path.getsize(path)
 
 
@@ -98,10 +196,9 @@ def stamp(path: str) -> str:
     """Size and modification stamp (mtime; for object stores their etag/generation): changes when the
     file's content may have."""
     if is_remote(path):
-        fs, inside = _fs(path)
-        info = fs.info(inside)
-        version = next((info[k] for k in ("etag", "ETag", "generation", "mtime", "updated", "LastModified")
-                        if info.get(k)), "")
+        info = _remote_info(path)
+        version = next((info[k] for k in ("etag", "ETag", "generation", "mtime", "updated", "LastModified",
+                                          "last-modified", "Last-Modified") if info.get(k)), "")
         return f"{info['size']}:{version}"
     st = os.stat(path)
     return f"{st.st_size}:{st.st_mtime_ns}"
@@ -148,24 +245,73 @@ def open_binary(path: str, block_size: int = 2**23):
 
 
 class RangeReader:
-    """Byte ranges of one file: `os.pread` on a local file, one ranged GET per read in object storage.
+    """Byte ranges of one file: `os.pread` on a local file, one ranged GET per read in object storage
+    (transient failures retried, see with_retries).
 
     Picklable (Grain ships sources to worker processes): handles are opened lazily in each process."""
 
-    def __init__(self, path: str):
-        self.path = path
+    def __init__(self, path: str, budget: float | None = None):
+        self.path, self.budget = path, retry_seconds() if budget is None else budget
         self._handle = None
 
     def __getstate__(self):
-        return {"path": self.path, "_handle": None}
+        return {"path": self.path, "budget": self.budget, "_handle": None}
 
     def read(self, offset: int, length: int) -> bytes:
-        if self._handle is None:
-            self._handle = _fs(self.path) if is_remote(self.path) else os.open(self.path, os.O_RDONLY)
-        if isinstance(self._handle, int):
-            return os.pread(self._handle, length, offset)
-        fs, inside = self._handle
-        return fs.cat_file(inside, start=offset, end=offset + length)
+        return read_ranges([(self.path, offset, offset + length)], self.budget)[0]
+
+
+_local_files: dict[str, int] = {}  # path -> descriptor, per process (reads are preads: no shared offset)
+
+
+def _pread(path: str, start: int, end: int) -> bytes:
+    if path not in _local_files:
+        _local_files[path] = os.open(path, os.O_RDONLY)
+    return os.pread(_local_files[path], end - start, start)
+
+
+def read_ranges(ranges: list[tuple[str, int, int]], budget: float | None = None,
+                in_flight: int = REQUESTS_IN_FLIGHT) -> list[bytes]:
+    """The bytes [start, end) of each (path, start, end), in order. Local files: one pread each. Object
+    storage: all requested at once (fsspec's async cat_ranges, `in_flight` at a time), the ones that
+    fail transiently requested again with backoff until `budget` seconds (default retry_seconds()) have
+    passed, then StorageError naming the file; a permanent failure (missing object) is raised at once."""
+    out: list[bytes | None] = [None] * len(ranges)
+    by_store: dict[str, list[int]] = {}
+    for i, (path, start, end) in enumerate(ranges):
+        if is_remote(path):
+            by_store.setdefault(path.split(SCHEME, 1)[0], []).append(i)
+        else:
+            out[i] = _pread(path, start, end)
+    for pending in by_store.values():
+        _fetch_remote(ranges, pending, out, retry_seconds() if budget is None else budget, in_flight)
+    return out
+
+
+def _fetch_remote(ranges, pending: list[int], out: list, budget: float, in_flight: int) -> None:
+    fs, _ = _fs(ranges[pending[0]][0])
+    inside = {i: _fs(ranges[i][0])[1] for i in pending}
+    began, attempt = time.monotonic(), 0
+    while pending:
+        answers = fs.cat_ranges([inside[i] for i in pending], [ranges[i][1] for i in pending],
+                                [ranges[i][2] for i in pending], on_error="return", batch_size=in_flight)
+        failed = []
+        for i, answer in zip(pending, answers):
+            if not isinstance(answer, BaseException):
+                out[i] = answer
+            elif permanent(answer):
+                raise answer
+            else:
+                failed.append((i, answer))
+        if not failed:
+            return
+        waited = time.monotonic() - began
+        if waited >= budget:
+            i, error = failed[0]
+            raise outage(ranges[i][0], waited, error)
+        time.sleep(min(backoff(attempt), budget - waited))
+        attempt += 1
+        pending = [i for i, _ in failed]
 
 
 def cache_root() -> str:

@@ -134,7 +134,9 @@ class HostBatches(grain.MapDataset):
         if isinstance(index, slice):
             return self.slice(index)
         start = index * self._global + self._offset
-        rows = [self._parent[j] for j in range(start, min(start + self._local, len(self._parent)))]
+        # Grain's batched read: the rows' raw bytes are fetched together (one request each, all in flight:
+        # TarShardSource._getitems), then decoded one by one with each position's own RNG, as row by row.
+        rows = self._parent._getitems(list(range(start, min(start + self._local, len(self._parent)))))  # noqa: SLF001
         return collate(rows, self._local, self._blank)
 
 
@@ -166,7 +168,7 @@ class PipelineOptions:
     drop_remainder: bool = True     # False: a final partial batch, padded, with mask
     num_workers: int = 0            # worker processes per host (0: decode in this process)
     worker_buffer_size: int = 2     # batches buffered per worker
-    read_threads: int = 1           # threads per worker computing batches ahead
+    read_threads: int = 2           # threads per worker computing batches ahead
     process_index: int = 0
     process_count: int = 1
 

@@ -64,6 +64,7 @@ def resolve_shards(patterns: str | list[str]) -> list[str]:
     """Brace patterns (`::`-separated or a list), globs allowed; every listed shard must exist."""
     if isinstance(patterns, str):
         patterns = patterns.split("::")
+    storage.list_folders_of([path for pattern in patterns for path in expand_braces(pattern)])
     paths = []
     for pattern in patterns:
         for path in expand_braces(pattern):
@@ -184,18 +185,38 @@ class LazyOrigin:
         return hash(str(self))
 
 
+MAX_GAP = 1 << 20  # members further apart than this are read separately, not with the bytes between them
+
+
+def member_spans(row) -> list[tuple[int, int]]:
+    """The byte ranges that cover a sample's image and caption: one when they are adjacent, as the
+    members of one sample are in a tar (their headers and any small member between are read along)."""
+    members = sorted((int(row[field]), int(row[field]) + int(row[f"{field}_len"])) for field in ("image", "caption"))
+    spans = [list(members[0])]
+    for start, end in members[1:]:
+        if start - spans[-1][1] <= MAX_GAP:
+            spans[-1][1] = max(spans[-1][1], end)
+        else:
+            spans.append([start, end])
+    return [tuple(span) for span in spans]
+
+
 class TarShardSource:
     """Random-access view of the samples in a set of tar shards.
 
     `__getitem__` returns the raw sample: {"image": bytes | None, "captions": [bytes],
     "caption_is_json": bool, "origin": "shard:key" (lazily, see LazyOrigin), "problem": reason | None}. Decoding happens
-    later, in the pipeline's workers. Picklable: files are reopened per process."""
+    later, in the pipeline's workers. `_getitems` (Grain's batched read) fetches many samples at once: one
+    request per sample, all in flight together (storage.read_ranges), transient failures retried for
+    `retry_seconds` (default: storage.retry_seconds() when built). Picklable: files are reopened per process."""
 
-    def __init__(self, patterns: str | list[str], keys: FieldKeys = FieldKeys()):
+    def __init__(self, patterns: str | list[str], keys: FieldKeys = FieldKeys(),
+                 retry_seconds: float | None = None):
         self.paths = resolve_shards(patterns)
         self.keys = keys
+        self.retry_seconds = storage.retry_seconds() if retry_seconds is None else retry_seconds
         self.index = np.concatenate([index_shard(p, i, keys) for i, p in enumerate(self.paths)])
-        self._readers = [storage.RangeReader(p) for p in self.paths]
+        self._readers = [storage.RangeReader(p, self.retry_seconds) for p in self.paths]
 
     def __len__(self) -> int:
         return len(self.index)
@@ -209,11 +230,23 @@ class TarShardSource:
         return f"{self.paths[row['shard']]}:{split_key(name)[0]}"
 
     def __getitem__(self, i: int) -> dict:
-        row = self.index[i]
+        return self._getitems([i])[0]
+
+    def _getitems(self, indices) -> list[dict]:
+        """The raw samples at `indices`, their bytes fetched together (samples with a problem read nothing)."""
+        rows = self.index[np.asarray(indices, np.int64)]
+        spans = [[] if PROBLEMS[row["problem"]] else member_spans(row) for row in rows]
+        requests = [(self.paths[int(row["shard"])], start, end) for row, own in zip(rows, spans) for start, end in own]
+        blobs = iter(storage.read_ranges(requests, self.retry_seconds))
+        return [self._sample(int(i), row, [(start, next(blobs)) for start, _ in own])
+                for i, row, own in zip(indices, rows, spans)]
+
+    def _sample(self, i: int, row, pieces: list[tuple[int, bytes]]) -> dict:
+        def member(field):
+            offset, length = int(row[field]), int(row[f"{field}_len"])
+            start, blob = next((start, blob) for start, blob in pieces
+                               if start <= offset and offset + length <= start + len(blob))
+            return blob[offset - start:offset - start + length]
         problem = PROBLEMS[row["problem"]]
-        reader = self._readers[int(row["shard"])]
-        read = lambda offset, length: reader.read(int(offset), int(length)) if offset != ABSENT else None
-        caption = None if problem else read(row["caption"], row["caption_len"])
-        return {"image": None if problem else read(row["image"], row["image_len"]),
-                "captions": [] if caption is None else [caption], "caption_is_json": bool(row["caption_json"]),
-                "origin": LazyOrigin(self, i), "problem": problem}
+        return {"image": None if problem else member("image"), "captions": [] if problem else [member("caption")],
+                "caption_is_json": bool(row["caption_json"]), "origin": LazyOrigin(self, i), "problem": problem}

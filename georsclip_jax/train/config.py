@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
         val="",                     # held-out data of the same kind, for the validation loss
         augment="georsclip",        # georsclip | open_clip | none
         image_dtype="uint8", jpeg_draft=True, num_workers=0, max_pixels=89_478_485,  # jpeg_draft: README "Speed"
+        retry_seconds=300.0,        # object storage: how long transient errors are retried before the run stops
         synthetic=dict(train_samples=0, val_samples=0, samples_per_shard=512, min_size=64, max_size=64,
                        eval_per_class=20, retrieval_images=60, selo_images=0),
     )

@@ -220,6 +220,7 @@ def keep_until(jsonl_path: str, step: int) -> None:
 def train_and_evaluate(config, workdir: str) -> dict:
     from tqdm import tqdm
 
+    storage.set_retry_seconds(config.data.retry_seconds)
     validate(config, jax.device_count(), workdir=workdir)
     compilation_cache.enable(config.train.compilation_cache, workdir)
     outputs = storage.Outputs(workdir)

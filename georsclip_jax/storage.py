@@ -147,7 +147,7 @@ def list_folders_of(paths: list[str]) -> None:
     for folder in sorted(folders):
         fs, inside = _fs(folder)
         try:
-            with_retries(folder, lambda: fs.ls(inside, detail=True))
+            with_retries(folder, lambda: fs.ls(inside, detail=True, refresh=True))
         except FileNotFoundError:
             pass  # the files themselves will say they are missing
 

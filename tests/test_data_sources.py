@@ -242,4 +242,8 @@ def test_shard_indexes_survive_restarts_and_follow_changes(tmp_path, monkeypatch
     scans.clear()
     TarShardSource(pattern)
     assert scans == []  # rewritten
-    assert shard_index.locations("gs://bucket/x.tar")[0].startswith(str(tmp_path / "cache"))
+    # beside the shard where it can be (a bucket too), under the workdir, the local cache; HTTP has no beside
+    where = shard_index.locations("gs://bucket/x.tar", "v1|5:etag", "gs://bucket/run")
+    assert where[0] == "gs://bucket/x.tar" + shard_index.SUFFIX and where[1].startswith("gs://bucket/run/shard_index/")
+    assert where[2].startswith(str(tmp_path / "cache"))
+    assert shard_index.locations("https://hf.co/d/x.tar", "v1|5:etag")[0].startswith(str(tmp_path / "cache"))

@@ -7,6 +7,7 @@ the retry budget, and the re-run resumes bit for bit; an outage at start-up is c
 
 from __future__ import annotations
 
+import os
 import subprocess
 import time
 
@@ -133,3 +134,49 @@ def test_a_run_over_http_trains_as_local_through_faults_and_resumes_exactly_afte
         step, params = final_params(tmp_path / "outage")
         assert step == 12
         assert_bit_identical(final_params(tmp_path / "local")[1], params)
+
+
+def test_two_hosts_split_the_indexing_and_a_second_start_reads_no_shard(tmp_path, monkeypatch):
+    import json
+    import sys
+
+    from georsclip_jax.data.synthetic import write_rs5m_shards
+    from runs import free_port
+
+    paths = write_rs5m_shards(str(tmp_path / "shards"), 96, samples_per_shard=16)  # 6 shards
+    shard_bytes = sum(os.path.getsize(p) for p in paths)
+    here = TarShardSource(str(tmp_path / "shards" / "*.tar"))
+    with RangeServer(str(tmp_path / "shards")) as server, StoreProxy(server.url) as one, StoreProxy(server.url) as two:
+        def start_both():
+            port, proxies = free_port(), (one, two)
+            processes = [subprocess.Popen(
+                [sys.executable, os.path.join(ROOT, "tests", "multihost_index_run.py"), str(i), str(port),
+                 f"{proxies[i].url}/{{pub11,rs3}}-train-{{0000..0002}}.tar", str(tmp_path / "run"),
+                 str(tmp_path / f"out{i}.json")],
+                env={**env(devices=1), "XDG_CACHE_HOME": str(tmp_path / f"cache{i}")}, cwd=ROOT,
+                stderr=subprocess.PIPE, text=True) for i in range(2)]
+            for p in processes:
+                assert p.wait(timeout=300) == 0, p.stderr.read()[-3000:]
+            for i in range(2):
+                out = json.loads((tmp_path / f"out{i}.json").read_text())
+                assert out["samples"] == len(here) == 96 and out["index"] == here.index.tobytes().hex()
+            read = [sum(b for path, (_, b) in proxy.counters.by_path.items() if path.endswith(".tar"))
+                    for proxy in proxies]
+            for proxy in proxies:
+                proxy.counters.reset()
+            return read
+
+        first = start_both()
+        assert all(0 < b <= 0.6 * shard_bytes for b in first), (first, shard_bytes)
+        assert start_both() == [0, 0]  # indexes shared under the workdir: no shard is read to index it
+
+
+def test_the_index_command_prepares_a_dataset_ahead_of_a_run(messy_store, tmp_path, capsys):
+    from georsclip_jax.data import index
+
+    local, proxy = messy_store
+    assert index.main([patterns(proxy.url), "--workdir", str(tmp_path / "run")]) == 0
+    assert capsys.readouterr().out.startswith(f"3 shards, {len(local)} samples, 3 with problems")
+    proxy.counters.reset()
+    remote = TarShardSource(patterns(proxy.url), workdir=str(tmp_path / "run"))
+    assert np.array_equal(remote.index, local.index) and proxy.counters.requests == 0

@@ -1,18 +1,23 @@
-"""Tar shard indexes that survive restarts: reading every tar header of RS5M takes minutes per host.
+"""Tar shard indexes built once per dataset: reading every tar header of RS5M takes minutes per host, and
+from a bucket it means reading every shard whole.
 
-A shard's index (tar_shards.INDEX_DTYPE rows) is cached beside it (`<shard>.georsclip-index.npz`) when
-its folder is writable, else under `$XDG_CACHE_HOME/georsclip_jax/tar_index/` (remote shards always
-there). A cache is used only while the shard's size and modification stamp, the field keys and the
-format version are those it records; one that does not load is ignored and rewritten. Writes go to a
-temporary file renamed into place, so concurrent writers (hosts, workers) never leave a torn file.
+A shard's index (tar_shards.INDEX_DTYPE rows) is stored at the first of its `locations` that takes it:
+beside the shard (`<shard>.georsclip-index.npz`, when that folder or bucket is writable; never over
+HTTP), under the run's workdir (`WORKDIR/shard_index/`, local or a bucket, shared by its hosts), under
+`$XDG_CACHE_HOME/georsclip_jax/tar_index/`. The shared names depend on the shard's file name, size and
+modification stamp (etag/generation in a bucket), not on the URL, so hosts that reach a bucket by
+different URLs share them. An index is used only while the shard's stamp, the field keys and the
+format version are those it records; one that does not load is ignored and rewritten. Writes are
+atomic (a temporary file renamed; one PUT in object storage), so concurrent writers never leave a torn
+file.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
+import io
 import os
-import tempfile
+import zipfile
 
 import numpy as np
 
@@ -27,45 +32,43 @@ def cache_dir() -> str:
                         "tar_index")
 
 
-def locations(shard_path: str) -> list[str]:
-    """Where the shard's index may live, preferred first."""
-    central = os.path.join(cache_dir(), hashlib.sha256(shard_path.encode()).hexdigest()[:32] + SUFFIX)
-    return [central] if storage.is_remote(shard_path) else [shard_path + SUFFIX, central]
-
-
-def _tag(shard_path: str, keys) -> str:
+def tag(shard_path: str, keys) -> str:
+    """What an index was built from; a cached index is used only while this is unchanged."""
     return f"v{VERSION}|{storage.stamp(shard_path)}|{keys!r}"
 
 
-def load(shard_path: str, keys) -> np.ndarray | None:
-    tag = _tag(shard_path, keys)
-    for path in locations(shard_path):
+def locations(shard_path: str, shard_tag: str, workdir: str = "") -> list[str]:
+    """Where the shard's index may live, preferred first."""
+    name = hashlib.sha256(f"{shard_path.rsplit('/', 1)[-1]}|{shard_tag}".encode()).hexdigest()[:32] + SUFFIX
+    beside = [] if shard_path.startswith(("http://", "https://")) else [shard_path + SUFFIX]
+    shared = [storage.join(workdir, "shard_index", name)] if workdir else []
+    return [*beside, *shared, os.path.join(cache_dir(), name)]
+
+
+def load(shard_path: str, keys, workdir: str = "") -> np.ndarray | None:
+    shard_tag = tag(shard_path, keys)
+    for path in locations(shard_path, shard_tag, workdir):
         try:
-            with np.load(path, allow_pickle=False) as cached:
-                if str(cached["tag"]) == tag and cached["rows"].dtype == _dtype():
+            with np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False) as cached:
+                if str(cached["tag"]) == shard_tag and cached["rows"].dtype == _dtype():
                     return cached["rows"]
-        except (OSError, ValueError, KeyError, EOFError):  # absent, stale format or damaged: rebuilt
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # absent, stale or damaged
             continue
     return None
 
 
-def save(shard_path: str, keys, rows: np.ndarray) -> None:
-    """Beside the shard if that works, else in the cache dir; a cache that cannot be written anywhere
-    only costs the next start a re-index."""
-    for path in locations(shard_path):
+def save(shard_path: str, keys, rows: np.ndarray, workdir: str = "") -> str | None:
+    """At the first location that takes it (its path); where none does, the next start re-indexes."""
+    shard_tag = tag(shard_path, keys)
+    buffer = io.BytesIO()
+    np.savez(buffer, rows=rows, tag=np.array(shard_tag))
+    for path in locations(shard_path, shard_tag, workdir):
         try:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), suffix=".tmp")
-        except OSError:
+            storage.write_bytes(path, buffer.getvalue())
+            return path
+        except Exception:  # noqa: BLE001 -- read-only folder or bucket, no permission: the next location
             continue
-        try:
-            with os.fdopen(fd, "wb") as f:
-                np.savez(f, rows=rows, tag=np.array(_tag(shard_path, keys)))
-            os.replace(tmp, path)
-            return
-        except OSError:
-            with contextlib.suppress(OSError):
-                os.remove(tmp)
+    return None
 
 
 def _dtype():

@@ -99,20 +99,6 @@ def scan_members(path: str) -> tuple[list[tarfile.TarInfo], bool]:
     return members, cut
 
 
-def index_shard(path: str, shard: int, keys: FieldKeys) -> np.ndarray:
-    """One INDEX_DTYPE row per sample of the shard (samples with problems included, flagged), from the
-    shard's cached index when it is current (data/shard_index.py), else read from its tar headers."""
-    from georsclip_jax.data import shard_index
-
-    rows = shard_index.load(path, keys)
-    if rows is None:
-        rows = read_index(path, keys)
-        shard_index.save(path, keys, rows)
-    rows = rows.copy()
-    rows["shard"] = shard
-    return rows
-
-
 def read_index(path: str, keys: FieldKeys) -> np.ndarray:
     """The index rows of one shard read from its tar headers (shard number 0)."""
     try:
@@ -208,14 +194,20 @@ class TarShardSource:
     "caption_is_json": bool, "origin": "shard:key" (lazily, see LazyOrigin), "problem": reason | None}. Decoding happens
     later, in the pipeline's workers. `_getitems` (Grain's batched read) fetches many samples at once: one
     request per sample, all in flight together (storage.read_ranges), transient failures retried for
-    `retry_seconds` (default: storage.retry_seconds() when built). Picklable: files are reopened per process."""
+    `retry_seconds` (default: storage.retry_seconds() when built). Shard indexes are built once per dataset
+    (data/index.py; the hosts of a run, `hosts`, split the building and share it through `workdir`).
+    Picklable: files are reopened per process."""
 
     def __init__(self, patterns: str | list[str], keys: FieldKeys = FieldKeys(),
-                 retry_seconds: float | None = None):
+                 retry_seconds: float | None = None, workdir: str = "", hosts=None):
+        from georsclip_jax.data.index import Hosts, shard_indexes
+
         self.paths = resolve_shards(patterns)
         self.keys = keys
         self.retry_seconds = storage.retry_seconds() if retry_seconds is None else retry_seconds
-        self.index = np.concatenate([index_shard(p, i, keys) for i, p in enumerate(self.paths)])
+        rows = shard_indexes(self.paths, keys, workdir, hosts or Hosts())
+        self.index = np.concatenate([np.zeros(0, INDEX_DTYPE), *rows])
+        self.index["shard"] = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
         self._readers = [storage.RangeReader(p, self.retry_seconds) for p in self.paths]
 
     def __len__(self) -> int:

@@ -47,8 +47,9 @@ INPUT_BOUND = 0.5  # a log interval spending more than this share waiting for da
 SYNC_SECONDS = 30  # how often an object-storage workdir receives the metrics between checkpoints
 
 
-def make_source(data, train_path: str):
+def make_source(data, train_path: str, workdir: str):
     from georsclip_jax.data.array_record import ArrayRecordSource
+    from georsclip_jax.data.index import Hosts
     from georsclip_jax.data.metafile import KarpathyJsonSource, MetafileSource
     from georsclip_jax.data.tar_shards import TarShardSource
 
@@ -61,7 +62,7 @@ def make_source(data, train_path: str):
         column = lambda c: int(c) if str(c).isdigit() else c
         return MetafileSource(train_path, data.image_root, column(data.image_column),
                               tuple(column(c) for c in str(data.caption_columns).split(",")))
-    return TarShardSource(train_path)
+    return TarShardSource(train_path, workdir=workdir, hosts=Hosts.of_jax())
 
 
 def make_data_iterator(config, source, preprocess, mesh) -> DataIterator:
@@ -232,7 +233,7 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if adapters:
         attach_lora(model, config, mesh)
     preprocess = model.preprocess
-    source = make_source(config.data, paths["train"])
+    source = make_source(config.data, paths["train"], outputs.workdir)
     total = total_steps(config, len(source))
     program, params, frozen = make_program(config, mesh, model, total)
     state, graphdef = initial_state(program, params), program.graphdef
@@ -257,8 +258,8 @@ def train_and_evaluate(config, workdir: str) -> dict:
         print(compile_line(report), flush=True)
 
     suite = make_suite(config, model, storage.local_copy(paths["eval"]) if paths["eval"] else "")
-    validation = (ValidationLoss(config, make_source(config.data, paths["val"]), preprocess, mesh, graphdef)
-                  if paths["val"] else None)
+    validation = (ValidationLoss(config, make_source(config.data, paths["val"], outputs.workdir), preprocess,
+                                 mesh, graphdef) if paths["val"] else None)
     evaluate = lambda params: run_evals(suite, validation, graphdef, params, frozen)
     metrics_log = MetricsLog(outputs, start)
     preemption = Preemption(checkpoints)

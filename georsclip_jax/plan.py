@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import math
 import os
 import re
 import time
@@ -22,6 +23,10 @@ import time
 GIB = 2**30
 # Per-device HBM and dense bf16 peak of the TPU generations whose JAX devices are whole chips.
 CHIPS = {"TPU v5 lite": (16 * GIB, 197e12), "TPU v5": (95 * GIB, 459e12), "TPU v6 lite": (32 * GIB, 918e12)}
+# Images/s one core decodes and augments with the training defaults (uint8 + jpeg_draft, GeoRSCLIP's full
+# augmentation at 224 px): BENCHMARKS.md "Data: GeoRSCLIP's full augmentation on real photos", 1 worker on
+# real photos with sides 256-2048 px, x86-64 at 2026-12-03. Other images and cores differ; measure yours.
+DECODE_IMAGES_PER_CORE = 119
 
 
 def quiet_libtpu() -> None:
@@ -92,9 +97,22 @@ def plan(config, topology: str | None = None) -> dict:
         "frozen_params": count(frozen), "compile_seconds": time.perf_counter() - start,
         "hbm_capacity_bytes": capacity, "peak_bf16_flops": peak,
     })
+    report.update(input_needed(report))
     report.setdefault("hbm_total_bytes", total_bytes(report))
     report["fits"] = None if capacity is None else report["hbm_total_bytes"] <= capacity
     return report
+
+
+def input_needed(report: dict) -> dict:
+    """What the input pipeline of each host must deliver for the step to run at 50 % MFU (bf16 on a
+    known chip), and the decoding cores that takes at DECODE_IMAGES_PER_CORE; {} where there is no peak."""
+    flops, peak = report.get("flops_per_step_per_device"), report["peak_bf16_flops"]
+    if not flops or not peak or report["dtype"] != "bfloat16":
+        return {}
+    step_seconds = flops / (0.5 * peak)
+    per_host = report["global_batch_size"] / report["processes"] / step_seconds
+    return {"input_images_per_second_per_host": per_host,
+            "decode_cores_per_host": math.ceil(per_host / DECODE_IMAGES_PER_CORE)}
 
 
 def out_of_memory(message: str) -> dict:
@@ -143,6 +161,10 @@ def describe(report: dict) -> str:
         lines.append(f"  at the bf16 peak ({report['peak_bf16_flops'] / 1e12:.0f} TFLOP/s) a step takes at least "
                      f"{floor * 1e3:.1f} ms: at most {report['batch_per_device'] / floor:,.0f} images/s per device "
                      f"(at 50 % MFU: {floor * 2e3:.1f} ms)")
+    if "input_images_per_second_per_host" in report:
+        lines.append(f"  input at 50 % MFU: {report['input_images_per_second_per_host']:,.0f} images/s per host, "
+                     f"~{report['decode_cores_per_host']} decoding cores per host (num_workers) at "
+                     f"{DECODE_IMAGES_PER_CORE} images/s per core (training defaults, BENCHMARKS.md)")
     lines.append(f"  compile: {report['compile_seconds']:.0f} s")
     return "\n".join(lines)
 

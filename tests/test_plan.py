@@ -2,7 +2,8 @@
 train step for a TPU topology with libtpu (no TPU here) and reports per-chip memory and FLOPs.
 
 The FLOPs per chip equal a hand count of the step's matmuls and the CPU compile of the same per-chip
-work, scanned blocks included; every memory field is there; a step too big for the chip says so; bad
+work, scanned blocks included; every memory field is there; the input rate each host needs at 50 % MFU
+and the decoding cores it takes are printed; a step too big for the chip says so; bad
 topologies and a missing libtpu stop in one line. (XLA's own counts for TPU and CPU on a matmul-bound
 ViT-B/32: `benchmarks/bench_plan.py --xla-counts`.)"""
 
@@ -49,13 +50,18 @@ TINY = dict(S=32, p=8, Wv=64, Lv=2, Mv=256, Wt=48, Lt=2, Mt=192, D=32)  # tiny: 
 
 
 def test_the_tiny_step_compiles_for_a_multi_host_v5e_slice_with_the_flops_of_the_same_work_on_cpu(tmp_path):
-    tpu, out, err = plan(tmp_path / "tpu", topology="v5e:4x4")
+    tpu, out, err = plan(tmp_path / "tpu", "--config.model.dtype=bfloat16", topology="v5e:4x4")
     assert all(field in tpu for field in FIELDS), set(FIELDS) - set(tpu)
     assert all(tpu[f] >= 0 for f in FIELDS if f.endswith("bytes")) and tpu["temp_size_in_bytes"] > 0
     assert (tpu["devices"], tpu["processes"], tpu["device_kind"]) == (16, 4, "TPU v5 lite")  # 4 hosts of 4 chips
     assert tpu["hbm_capacity_bytes"] == 16 * 2**30 and tpu["fits"] is True and "fits," in out
     assert "TPU_WORKER_HOSTNAMES" not in err and "TPU_ACCELERATOR_TYPE" not in err  # libtpu kept quiet
     assert tpu["flops_per_step_per_device"] == clip_train_flops(B=64, **TINY) / 16  # the demo's global batch 64
+    # the input each host must deliver at 50 % MFU: its 16 images per step over the step's time there
+    step_seconds = tpu["flops_per_step_per_device"] / (0.5 * 197e12)
+    assert tpu["input_images_per_second_per_host"] == pytest.approx(64 / 4 / step_seconds)
+    assert tpu["decode_cores_per_host"] == -(-tpu["input_images_per_second_per_host"] // 119)
+    assert f"{tpu['decode_cores_per_host']} decoding cores per host" in out
     cpu, _, _ = plan(tmp_path / "cpu", devices=16)  # the same mesh and batch on 16 CPU devices
     assert abs(cpu["flops_per_step_per_device"] / tpu["flops_per_step_per_device"] - 1) < 0.05
 

@@ -80,13 +80,14 @@ def reference_loader(paths: list[str], batch: int, workers: int):
                                        persistent_workers=False)
 
 
-def our_loader(paths: list[str], batch: int, workers: int, variant: str):
+def our_loader(paths: list[str], batch: int, workers: int, variant: str, **options):
     from georsclip_jax.data.pipeline import DataIterator, PipelineOptions, SampleTransform, build_dataset
     from georsclip_jax.data.tar_shards import TarShardSource
     from georsclip_jax.models.configs import PreprocessConfig
 
     transform = SampleTransform(PreprocessConfig(image_size=224), augment="georsclip", **VARIANTS[variant])
-    options = PipelineOptions(global_batch_size=batch, num_epochs=1, num_workers=workers, worker_buffer_size=4)
+    options = PipelineOptions(global_batch_size=batch, num_epochs=1, num_workers=workers, worker_buffer_size=4,
+                              **options)
     return DataIterator(build_dataset(TarShardSource(paths), transform, options))
 
 

@@ -100,7 +100,7 @@ def _fs(path: str):
         return fsspec.core.url_to_fs(path)
     except ImportError as e:
         scheme = path.split(SCHEME, 1)[0]
-        extra = {"gs": "gcs", "s3": "s3"}.get(scheme, scheme)
+        extra = {"gs": "gcs", "s3": "s3", "https": "http"}.get(scheme, scheme)
         raise ImportError(f"{path}: reading {scheme}:// paths needs {e.name or 'its fsspec backend'}; "
                           f"pip install 'georsclip-jax[{extra}]'") from None
 

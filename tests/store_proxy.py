@@ -68,6 +68,7 @@ class StoreProxy:
             do_GET = do_HEAD = do_POST = do_PUT = do_DELETE = do_PATCH = _forward
 
         class Server(ThreadingHTTPServer):
+            request_queue_size = 1024  # a pod's clients open many connections at once; the default 5 drops SYNs
             def handle_error(self, request, client_address):
                 if not isinstance(sys.exc_info()[1], (BrokenPipeError, ConnectionResetError)):
                     super().handle_error(request, client_address)  # a client that hung up is not news

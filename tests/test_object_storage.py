@@ -58,6 +58,7 @@ def test_tar_shards_read_from_object_storage_equal_local_reads(store, request, t
     storage.upload_tree(str(tmp_path / "shards"), f"{bucket}/shards")
     remote = TarShardSource(f"{bucket}/shards/*.tar")
     assert remote.paths == sorted(f"{bucket}/shards/{os.path.basename(p)}" for p in local)
+    assert all(storage.isfile(p + ".georsclip-index.npz") for p in remote.paths)  # indexed once, beside the shards
     here = TarShardSource(str(tmp_path / "shards" / "*.tar"))
     for i in range(len(here)):
         a, b = here[i], remote[i]

@@ -48,6 +48,8 @@ def locations(shard_path: str, shard_tag: str, workdir: str = "") -> list[str]:
 def load(shard_path: str, keys, workdir: str = "") -> np.ndarray | None:
     shard_tag = tag(shard_path, keys)
     for path in locations(shard_path, shard_tag, workdir):
+        if storage.is_remote(path) and not storage.exists(path):  # answered by a listing where there is one
+            continue
         try:
             with np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False) as cached:
                 if str(cached["tag"]) == shard_tag and cached["rows"].dtype == _dtype():

@@ -80,14 +80,16 @@ def reference_loader(paths: list[str], batch: int, workers: int):
                                        persistent_workers=False)
 
 
-def our_loader(paths: list[str], batch: int, workers: int, variant: str, **options):
+def our_loader(paths: list[str], batch: int, workers: int, variant: str, read_threads: int = 1):
+    """One read thread per worker by default: a worker is then one core decoding, like a reference worker
+    (the training default, 2, lets a worker use more than a core: decoding releases the GIL)."""
     from georsclip_jax.data.pipeline import DataIterator, PipelineOptions, SampleTransform, build_dataset
     from georsclip_jax.data.tar_shards import TarShardSource
     from georsclip_jax.models.configs import PreprocessConfig
 
     transform = SampleTransform(PreprocessConfig(image_size=224), augment="georsclip", **VARIANTS[variant])
     options = PipelineOptions(global_batch_size=batch, num_epochs=1, num_workers=workers, worker_buffer_size=4,
-                              **options)
+                              read_threads=read_threads)
     return DataIterator(build_dataset(TarShardSource(paths), transform, options))
 
 

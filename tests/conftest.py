@@ -25,6 +25,18 @@ jax.config.update("jax_compilation_cache_dir", SUITE_CACHE)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 0)
 
 
+# The files that take longest (docs/test_suite.md, `--durations`), run first: with two xdist workers taking
+# whole files (--dist loadfile), a long file started last would leave one worker alone at the end.
+LONGEST_FIRST = ["test_train_loop.py", "test_multihost_training.py", "test_lora.py", "test_run_observability.py",
+                 "test_siglip.py", "test_remote_reads.py", "test_object_storage.py", "test_scan_layers.py",
+                 "test_model_parity.py", "test_plan.py", "test_data_multihost.py", "test_evaluate_cli.py"]
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: the rest keep their order
+
+
 def pytest_sessionfinish(session, exitstatus):
     if OWN_CACHE:
         shutil.rmtree(SUITE_CACHE, ignore_errors=True)

@@ -25,7 +25,7 @@ HOP_BY_HOP = {"connection", "keep-alive", "proxy-authenticate", "proxy-authoriza
 class Counters:
     def __init__(self):
         self.lock = threading.Lock()
-        self.requests = self.bytes = self.faults = 0
+        self.requests = self.bytes = self.faults = self.refused = 0  # refused: answered 503 while down
         self.by_path: dict[str, list[int]] = {}  # path -> [requests, bytes]
 
     def add(self, path: str, size: int) -> None:
@@ -38,7 +38,7 @@ class Counters:
 
     def reset(self) -> None:
         with self.lock:
-            self.requests = self.bytes = self.faults = 0
+            self.requests = self.bytes = self.faults = self.refused = 0
             self.by_path.clear()
 
 
@@ -100,7 +100,10 @@ class StoreProxy:
             self.down = True
         if self.down or draw < self.fault_rate / 2:
             with self.counters.lock:
-                self.counters.faults += 1
+                if self.down:
+                    self.counters.refused += 1
+                else:
+                    self.counters.faults += 1
             return self._reply(request, 503, b'{"error": {"code": 503, "message": "injected: service unavailable"}}',
                                {"Content-Type": "application/json"})
         if draw < self.fault_rate:

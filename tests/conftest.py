@@ -51,6 +51,16 @@ CAPTIONS = [
 ]
 
 
+def take(iterator, n=None) -> list[dict]:
+    """The first `n` batches of a data iterator (all without `n`), as NumPy arrays."""
+    out = []
+    for batch in iterator:
+        out.append({k: np.array(v) for k, v in batch.items()})
+        if len(out) == n:
+            break
+    return out
+
+
 def perturbed_open_clip(model_cfg: dict, seed: int = 0):
     """open_clip CLIP with every parameter perturbed, so LayerNorms and biases are not trivial."""
     import open_clip

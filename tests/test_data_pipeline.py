@@ -15,6 +15,7 @@ from georsclip_jax.data.synthetic import write_rs5m_shards
 from georsclip_jax.data.tar_shards import TarShardSource
 from georsclip_jax.models.configs import PreprocessConfig
 from georsclip_jax.transforms import eval_transform
+from conftest import take
 
 TRANSFORM = SampleTransform(PreprocessConfig(image_size=32), augment="georsclip")
 
@@ -22,15 +23,6 @@ TRANSFORM = SampleTransform(PreprocessConfig(image_size=32), augment="georsclip"
 @pytest.fixture(scope="module")
 def tar_source(tmp_path_factory):
     return TarShardSource(write_rs5m_shards(str(tmp_path_factory.mktemp("tars")), 37, samples_per_shard=10))
-
-
-def take(iterator, n=None) -> list[dict]:
-    out = []
-    for batch in iterator:
-        out.append({k: np.array(v) for k, v in batch.items()})
-        if len(out) == n:
-            break
-    return out
 
 
 def ids(batches) -> list[int]:

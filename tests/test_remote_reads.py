@@ -18,6 +18,7 @@ from georsclip_jax import storage
 from georsclip_jax.data.pipeline import DataIterator, PipelineOptions, SampleTransform, build_dataset
 from georsclip_jax.data.tar_shards import PROBLEMS, TarShardSource
 from georsclip_jax.models.configs import PreprocessConfig
+from conftest import take
 from messy_shards import write_messy_shards
 from range_server import RangeServer
 from runs import ROOT, SMALL, assert_bit_identical, command, env, final_params, run
@@ -38,15 +39,6 @@ def messy_store(tmp_path, monkeypatch):
     write_messy_shards(str(tmp_path / "shards"))
     with RangeServer(str(tmp_path / "shards")) as server, StoreProxy(server.url) as proxy:
         yield TarShardSource(patterns(str(tmp_path / "shards"))), proxy
-
-
-def take(iterator, n=None) -> list[dict]:
-    out = []
-    for batch in iterator:
-        out.append({k: np.array(v) for k, v in batch.items()})
-        if len(out) == n:
-            break
-    return out
 
 
 def assert_same_batches(a: list[dict], b: list[dict]):

@@ -50,12 +50,7 @@ def healthy(tmp_path_factory):
 
 
 def test_a_diverging_run_stops_with_a_finite_checkpoint_and_resumes_from_it_timing_steps_from_there(healthy, tmp_path):
-    shutil.copytree(healthy, tmp_path, dirs_exist_ok=True)
-    absurd = subprocess.run(command(tmp_path, *SANE, "--config.train.total_steps=8", "--config.optim.lr=1e30",
-                                    "--config.train.checkpoint_every=1"),
-                            env=env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert absurd.returncode == 1, absurd.stderr[-3000:]
-    message = absurd.stderr.strip().splitlines()[-1]
+    absurd, message = stopped_after_healthy_steps(healthy, tmp_path, 8, "1e30")
     assert message.startswith("error: training diverged at step 5: ") and "Traceback" not in absurd.stderr
     assert f"the newest checkpoint, step 4 in {tmp_path}/checkpoints, is finite" in message
     assert "re-run to resume from it: python -m georsclip_jax.main --config" in message
@@ -79,16 +74,22 @@ def test_a_diverging_run_stops_with_a_finite_checkpoint_and_resumes_from_it_timi
     assert resumed == [4] and len(series["lr"]) == 6
 
 
+def stopped_after_healthy_steps(healthy, workdir, total_steps: int, lr: str):
+    """The healthy run's 4 steps continued at learning rate `lr`, checkpointing every step, until the guard
+    stops it: (the finished process, its last line)."""
+    shutil.copytree(healthy, workdir, dirs_exist_ok=True)
+    result = subprocess.run(command(workdir, *SANE, f"--config.train.total_steps={total_steps}",
+                                    f"--config.optim.lr={lr}", "--config.train.checkpoint_every=1"),
+                            env=env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert result.returncode == 1, result.stderr[-3000:]
+    return result, result.stderr.strip().splitlines()[-1]
+
+
 def test_a_finite_explosion_stops_before_its_state_is_saved(healthy, tmp_path):
     """lr = 1e2: Adam moves every parameter by ~lr per step and weight decay multiplies them by 1 - lr * wd,
     so ||params|| grows by orders of magnitude while loss, gradients and norms stay finite (the NaN-only
     guard trained on, and saved, such states). It stops at the first check, naming the last good checkpoint."""
-    shutil.copytree(healthy, tmp_path, dirs_exist_ok=True)
-    result = subprocess.run(command(tmp_path, *SANE, "--config.train.total_steps=12", "--config.optim.lr=1e2",
-                                    "--config.train.checkpoint_every=1"),
-                            env=env(), capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert result.returncode == 1, result.stderr[-3000:]
-    message = result.stderr.strip().splitlines()[-1]
+    result, message = stopped_after_healthy_steps(healthy, tmp_path, 12, "1e2")
     assert message.startswith("error: training exploded at step 5: l2_params is ") and "Traceback" not in result.stderr
     assert f"the newest checkpoint, step 4 in {tmp_path}/checkpoints, is from before the explosion" in message
     logged = metric_lines(tmp_path)[-1]

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from flax import nnx
 
+from georsclip_jax import hub
 from georsclip_jax.interop import checkpoints, hf, open_clip, safetensors_io
 from georsclip_jax.interop.params import abstract_model, check_params, flat_params, materialize
 from georsclip_jax.models.clip import CLIP
@@ -38,7 +39,8 @@ def create_model(
     """Build a CLIP by open_clip name (or config), optionally loading weights.
 
     pretrained: our `save_pretrained` dir, an open_clip/GeoRSCLIP/ITRA `.pt`/`.bin`/`.safetensors`,
-    an OpenAI TorchScript `.pt`, an open_clip local dir, or a Hugging Face CLIPModel folder.
+    an OpenAI TorchScript `.pt`, an open_clip local dir, a Hugging Face CLIPModel folder, or a Hub id
+    (`hf-hub:ORG/NAME[@REVISION][/file]`, hub.py).
     act: 'gelu' | 'quick_gelu'; overrides what the name or file says. Needed when neither tells,
     i.e. a bare state dict loaded without a model name.
     shardings: optional parameter shardings; weights are placed straight into them.
@@ -53,6 +55,8 @@ def create_model(
         if init_logit_scale is not None:
             config = config.replace(init_logit_scale=init_logit_scale)
         return CLIP(config, options, rngs=nnx.Rngs(seed))
+    if hub.is_hub_id(pretrained):
+        pretrained = hub.resolve(pretrained)
     config, preprocess, params, source = _read_weights(Path(pretrained), config, act)
     config = _override(config, act, image_size, init_logit_bias)
     if config.init_logit_bias is not None and "logit_bias" not in params:

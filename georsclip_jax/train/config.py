@@ -171,6 +171,20 @@ def validate_workdir(workdir: str) -> None:
         raise ValueError(f"--workdir: {workdir}: cannot write there ({e.strerror or e})") from None
 
 
+def validate_init_from(init_from: str) -> None:
+    """A path or URL must exist; a Hub id is fetched into the Hub cache now (so a typo stops the run here)."""
+    from georsclip_jax import hub
+
+    if not hub.is_hub_id(init_from):
+        if not storage.exists(init_from):
+            raise ValueError(f"config.model.init_from: not found: {init_from}")
+        return
+    try:
+        hub.resolve(init_from)
+    except (ValueError, ImportError) as e:
+        raise ValueError(f"config.model.init_from: {e}") from None
+
+
 def validate(config, device_count: int, workdir: str | None = None, check_data: bool = True) -> None:
     """Raises ValueError naming the first bad field. `check_data=False` (planning a run on another
     machine) skips the checks that the data and weights exist."""
@@ -209,7 +223,7 @@ def validate(config, device_count: int, workdir: str | None = None, check_data: 
             missing = [p for p in data_files(config.data, path) if not storage.glob(p)] if path else []
             if missing or (path and not data_files(config.data, path)):
                 raise ValueError(f"config.data.{field}: not found: {missing[0] if missing else path}")
-    if check_data and config.model.init_from and not storage.exists(config.model.init_from):
-        raise ValueError(f"config.model.init_from: not found: {config.model.init_from}")
+    if check_data and config.model.init_from:
+        validate_init_from(config.model.init_from)
     if config.eval.every_steps and not (config.eval.data_root or config.data.val or config.data.synthetic.train_samples):
         raise ValueError("config.eval.data_root: eval.every_steps is set but there is no eval data")

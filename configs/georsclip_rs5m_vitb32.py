@@ -1,7 +1,12 @@
 """GeoRSCLIP ViT-B/32: RS5M domain training from OpenAI's ViT-B/32 (QuickGELU), data-parallel.
 
     python -m georsclip_jax.main --config configs/georsclip_rs5m_vitb32.py --workdir runs/b32 \\
-        --config.model.init_from=ViT-B-32.pt --config.data.train='RS5M/train/{pub11,rs3}-train-{0000..0031}.tar'
+        --config.data.train='RS5M/train/{pub11,rs3}-train-{0000..0031}.tar'
+
+The base weights come from the Hub: OpenAI's ViT-B/32 in open_clip format is
+`timm/vit_base_patch32_clip_224.openai` (open_clip's pretrained registry, `ViT-B-32` / `openai`, marked
+quick_gelu there). The activation is pinned here, not read from the repo's config: the weights need
+QuickGELU whatever the config file says. A local file works too: `--config.model.init_from=ViT-B-32.pt`.
 
 GeoRSCLIP's own pre-training hyperparameters were never published (eval spec §6); these follow
 ITRA's / open_clip's fine-tuning defaults and GeoRSCLIP's train transform (RRC 0.9-1, flip, rotation).
@@ -16,7 +21,8 @@ from georsclip_jax.train.config import base_config
 def get_config(arg: str = ""):
     c = base_config()
     c.model.name = "ViT-B-32-quickgelu"
-    c.model.init_from = "ViT-B-32.pt"             # OpenAI's TorchScript archive, or any open_clip file
+    c.model.init_from = "hf-hub:timm/vit_base_patch32_clip_224.openai"  # or OpenAI's ViT-B-32.pt, any open_clip file
+    c.model.act = "quick_gelu"                     # OpenAI's weights: QuickGELU
     c.model.dtype = "bfloat16"
     c.model.remat = "dots"
     c.data.kind = "tar"

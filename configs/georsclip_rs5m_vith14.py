@@ -1,7 +1,7 @@
 """GeoRSCLIP ViT-H/14: RS5M domain training from LAION-2B ViT-H/14 (exact GELU), FSDP, scanned blocks.
 
     python -m georsclip_jax.main --config configs/georsclip_rs5m_vith14.py --workdir runs/h14 \\
-        --config.model.init_from=open_clip_pytorch_model.bin --config.data.train='RS5M/train/{pub11,rs3}-train-{0000..0031}.tar'
+        --config.data.train='RS5M/train/{pub11,rs3}-train-{0000..0031}.tar'
 
 Parameters and optimizer state are split over the "fsdp" axis (all devices by default). Sized with
 the plan (`--compile_only`, tables in BENCHMARKS.md): the global batch 2048 on v5p:2x2x4 (16 chips,
@@ -18,7 +18,7 @@ from georsclip_jax.train.config import base_config
 def get_config(arg: str = ""):
     c = base_config()
     c.model.name = "ViT-H-14"
-    c.model.init_from = "open_clip_pytorch_model.bin"   # laion2b_s32b_b79k
+    c.model.init_from = "hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K"  # open_clip's laion2b_s32b_b79k
     c.model.dtype = "bfloat16"
     c.model.remat = "dots"
     c.model.scan_layers = True

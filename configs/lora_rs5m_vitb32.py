@@ -2,12 +2,12 @@
 unchanged; only the adapters (1.97 M parameters, 1.3 % of the model) train and are saved.
 
     python -m georsclip_jax.main --config configs/lora_rs5m_vitb32.py --workdir runs/b32_lora \\
-        --config.model.init_from=ViT-B-32.pt --config.data.train='RS5M/train/{pub11,rs3}-train-{0000..0031}.tar'
+        --config.data.train='RS5M/train/{pub11,rs3}-train-{0000..0031}.tar'
 
 WORKDIR/adapter/ holds the adapters (load them onto the base with `georsclip_jax.load_adapter`);
 with export.open_clip the merged model is written for open_clip too. GeoRSCLIP's own PEFT settings
 were never published (eval spec §6, §7); rank 8 and alpha 16 are ITRA's LoRA preset, the targets
-every attention and MLP projection. Any recipe can switch LoRA on the same way (`config.peft`).
+every attention and MLP projection. The base comes from the Hub, as in georsclip_rs5m_vitb32.py. Any recipe can switch LoRA on the same way (`config.peft`).
 """
 
 import importlib.util

@@ -1,7 +1,8 @@
 """Checkpoints named by Hub id (`hf-hub:`), offline against a Hub cache this test builds in
 huggingface_hub's own layout (models--ORG--NAME/snapshots/<revision>/..., refs/main), HF_HUB_OFFLINE=1:
 an open_clip-format repo loads equal to open_clip's own `hf-hub:` loading of the same cache; a file inside
-a repo loads by path; a pinned revision picks its snapshot; whatever is missing ends in one line."""
+a repo loads by path; a pinned revision picks its snapshot; whatever is missing ends in one line; a run
+starts from a Hub id in the cache."""
 
 from __future__ import annotations
 
@@ -104,3 +105,17 @@ def test_what_is_missing_ends_in_one_line(hub_cache, name, message):
     assert message in str(error.value) and "\n" not in str(error.value)
     with pytest.raises(ValueError, match=r"^config\.model\.init_from: "):  # a run stops before it starts
         validate_init_from(name)
+
+
+def test_a_run_starts_from_a_hub_id_in_the_cache(hub_cache, tmp_path):
+    from runs import SMALL, final_params, run
+
+    model, config = tiny_open_clip(seed=0)
+    cache_snapshot(hub_cache, "laion/tiny-clip", MAIN, open_clip_repo_files(model, config))
+    run(tmp_path / "run", *SMALL, "--config.train.total_steps=2", "--config.model.init_from=hf-hub:laion/tiny-clip",
+        extra_env={"HF_HUB_CACHE": str(hub_cache), "HF_HUB_OFFLINE": "1"})
+    step, params = final_params(tmp_path / "run")
+    start = gj.create_model(pretrained="hf-hub:laion/tiny-clip")
+    proj = next(k for k in params if k.endswith("['visual']['proj']['value']"))
+    assert step == 2  # two small steps from the Hub weights, not from a fresh initialization:
+    assert np.abs(params[proj] - np.asarray(start.visual.proj[...])).max() < 0.05

@@ -245,17 +245,11 @@ def open_binary(path: str, block_size: int = 2**23):
 
 
 class RangeReader:
-    """Byte ranges of one file: `os.pread` on a local file, one ranged GET per read in object storage
-    (transient failures retried, see with_retries).
-
-    Picklable (Grain ships sources to worker processes): handles are opened lazily in each process."""
+    """Byte ranges of one file through read_ranges: `os.pread` on a local file, one ranged GET per read in
+    object storage (transient failures retried for `budget` seconds). Holds no handle: picklable."""
 
     def __init__(self, path: str, budget: float | None = None):
         self.path, self.budget = path, retry_seconds() if budget is None else budget
-        self._handle = None
-
-    def __getstate__(self):
-        return {"path": self.path, "budget": self.budget, "_handle": None}
 
     def read(self, offset: int, length: int) -> bytes:
         return read_ranges([(self.path, offset, offset + length)], self.budget)[0]

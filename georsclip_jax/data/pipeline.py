@@ -168,7 +168,8 @@ class PipelineOptions:
     drop_remainder: bool = True     # False: a final partial batch, padded, with mask
     num_workers: int = 0            # worker processes per host (0: decode in this process)
     worker_buffer_size: int = 2     # batches buffered per worker
-    read_threads: int = 2           # threads per worker computing batches ahead
+    read_threads: int = 2           # batches each worker fetches and decodes at once (2: one batch's requests
+                                    # overlap another's decoding; BENCHMARKS.md "Input from object storage")
     process_index: int = 0
     process_count: int = 1
 

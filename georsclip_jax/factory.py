@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from georsclip_jax import hub
-from georsclip_jax.interop import checkpoints, hf, open_clip, safetensors_io
+from georsclip_jax.interop import checkpoints, hf, model_card, open_clip, safetensors_io
 from georsclip_jax.interop.params import abstract_model, check_params, flat_params, materialize
 from georsclip_jax.models.clip import CLIP
 from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig, get_model_config
@@ -189,9 +189,14 @@ def _torch_save(sd: dict[str, np.ndarray], out: Path) -> None:
     tmp.replace(out)
 
 
-def export_hf(model: CLIP, directory: str | Path) -> Path:
+def export_hf(model: CLIP, directory: str | Path, results: dict | str | None = None, training_data: str | None = None,
+              name: str | None = None) -> Path:
     """A transformers `CLIPModel` folder that CLIPProcessor and pipeline() load: config.json,
-    model.safetensors, preprocessor_config.json and the CLIPTokenizer files."""
+    model.safetensors, preprocessor_config.json, the CLIPTokenizer files and a README.md model card.
+
+    results: our evaluation (result keys as the suite reports them), or the path of a results.json from a
+    training run or the evaluate CLI; it goes into the card's `model-index`. training_data: a line for the
+    card. name: the model's name on the card (default: the folder's name)."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     if model.config.init_logit_bias is not None:
@@ -206,6 +211,10 @@ def export_hf(model: CLIP, directory: str | Path) -> Path:
         "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True, "do_convert_rgb": True,
         "image_mean": list(pre.mean), "image_std": list(pre.std),
     })
-    for name, text in hf.tokenizer_files(get_tokenizer(), model.config.text.context_length).items():
-        (directory / name).write_text(text, encoding="utf-8")
+    for file, text in hf.tokenizer_files(get_tokenizer(), model.config.text.context_length).items():
+        (directory / file).write_text(text, encoding="utf-8")
+    if isinstance(results, str):
+        results = model_card.read_results(results)
+    card = model_card.model_card(model.config, pre, name or directory.resolve().name, results, training_data)
+    (directory / "README.md").write_text(card, encoding="utf-8")
     return directory

@@ -112,3 +112,29 @@ def jpeg_images() -> list[Image.Image]:
 @pytest.fixture(scope="session")
 def captions() -> list[str]:
     return list(CAPTIONS)
+
+
+@pytest.fixture()
+def hub_cache(tmp_path, monkeypatch):
+    """An empty offline Hub cache (huggingface_hub's layout, HF_HUB_OFFLINE=1). huggingface_hub reads
+    its settings at import, so they are patched too."""
+    from huggingface_hub import constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    return cache
+
+
+def cache_snapshot(cache, repo: str, revision: str, files: dict, ref: str | None = "main"):
+    """A snapshot of `repo` at commit `revision` in the cache: {path in repo: write(path)}; `ref` points at it."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    for name, write in files.items():
+        path = folder / "snapshots" / revision / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    if ref:
+        (folder / "refs").mkdir(parents=True, exist_ok=True)
+        (folder / "refs" / ref).write_text(revision)

@@ -32,10 +32,11 @@ def test_round_trip_through_every_converter(tmp_path):
     torch.manual_seed(0)
     ref = open_clip.model.CLIP(**gj.get_model_config("tiny-quickgelu").to_open_clip_json()).eval()
     torch.save({"state_dict": ref.state_dict(), "epoch": 1}, tmp_path / "georsclip.pt")
+    (tmp_path / "results.json").write_text('{"model": "tiny", "results": {"AID-zeroshot-acc": 74.42}}')  # evaluate's
     steps = [
         ("to_jax.py", tmp_path / "georsclip.pt", tmp_path / "ours", "--model", "tiny-quickgelu"),
         ("to_open_clip.py", tmp_path / "ours", tmp_path / "oc"),
-        ("to_hf.py", tmp_path / "oc", tmp_path / "hf"),
+        ("to_hf.py", tmp_path / "oc", tmp_path / "hf", "--results", tmp_path / "results.json", "--name", "tiny-rs"),
         ("to_jax.py", tmp_path / "hf", tmp_path / "ours2"),
     ]
     for script, *args in steps:
@@ -50,6 +51,8 @@ def test_round_trip_through_every_converter(tmp_path):
     with torch.no_grad():
         theirs = hf.get_text_features(input_ids=torch.from_numpy(tokens.astype(np.int64))).numpy()
     np.testing.assert_allclose(np.asarray(last.encode_text(tokens)), theirs, atol=1e-5)
+    card = (tmp_path / "hf" / "README.md").read_text()  # the model card, with the evaluation it was given
+    assert "# tiny-rs" in card and 'dataset:\n          name: "AID"' in card and "value: 74.42" in card
 
 
 def test_bad_input_is_one_line(tmp_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import torch
@@ -78,3 +80,29 @@ def test_hf_round_trip_is_bit_exact(tmp_path):
     back = gj.create_model(pretrained=tmp_path / "export")
     for (path, a), (_, b) in zip(nnx.to_flat_state(nnx.state(ours, nnx.Param)), nnx.to_flat_state(nnx.state(back, nnx.Param))):
         np.testing.assert_array_equal(np.asarray(a.get_value()), np.asarray(b.get_value()), err_msg=str(path))
+
+
+def test_the_export_carries_a_model_card_with_the_evaluation(tmp_path):
+    """README.md parses as a Hub model card; its model-index holds every evaluation number we report."""
+    from huggingface_hub import ModelCard
+
+    results = {"EuroSAT-zeroshot-acc": 61.4, "EuroSAT-knn-acc": 80.25, "EuroSAT-4shot-acc": 55.5,
+               "EuroSAT-4shot-std": 1.5, "retrieval-image2text-R@1-rsitmd": 17.92,
+               "retrieval-text2image-R@10-rsitmd": 57.52, "retrieval-mean-recall-rsitmd": 35.33,
+               "Selo_Rsu": 0.755636, "val_loss": 1.25}
+    (tmp_path / "results.json").write_text(json.dumps({"steps": 10, "preempted": False, "eval": results}))
+    model = gj.create_model("tiny-quickgelu", seed=1)
+    gj.export_hf(model, tmp_path / "export", str(tmp_path / "results.json"), training_data="RS5M (5M pairs)",
+                 name="GeoRSCLIP-tiny")
+    card = ModelCard.load(tmp_path / "export" / "README.md")
+    assert card.data.model_name == "GeoRSCLIP-tiny" and card.data.library_name == "transformers"
+    carried = {(r.task_type, r.dataset_name, r.metric_name): r.metric_value for r in card.data.eval_results}
+    assert carried == {
+        ("zero-shot-image-classification", "EuroSAT", "top-1 accuracy (%)"): 61.4,
+        ("image-classification", "EuroSAT", "k-NN top-1 accuracy (%)"): 80.25,
+        ("image-classification", "EuroSAT", "4-shot top-1 accuracy (%)"): 55.5,
+        ("image-to-text", "rsitmd", "R@1 (%)"): 17.92, ("text-to-image", "rsitmd", "R@10 (%)"): 57.52,
+        ("image-text-retrieval", "rsitmd", "mR (%)"): 35.33, ("semantic-localization", "AIR-SLT", "Rsu"): 0.755636}
+    assert "quick_gelu" in card.text and "RS5M (5M pairs)" in card.text and "| GeoRSCLIP-tiny | 61.40 |" in card.text
+    bare = gj.export_hf(model, tmp_path / "bare")  # no evaluation: a card without a model-index
+    assert ModelCard.load(bare / "README.md").data.eval_results is None

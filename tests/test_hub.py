@@ -14,33 +14,10 @@ import torch
 from open_clip.push_to_hf_hub import save_config_for_hf
 
 import georsclip_jax as gj
+from conftest import cache_snapshot
 from georsclip_jax.train.config import validate_init_from
 
 MAIN, OLD = "a" * 40, "b" * 40  # commit hashes of two snapshots
-
-
-@pytest.fixture()
-def hub_cache(tmp_path, monkeypatch):
-    """An empty offline Hub cache; huggingface_hub reads its settings at import, so they are patched too."""
-    from huggingface_hub import constants
-
-    cache = tmp_path / "hub"
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    return cache
-
-
-def cache_snapshot(cache, repo: str, revision: str, files: dict, ref: str | None = "main"):
-    folder = cache / f"models--{repo.replace('/', '--')}"
-    for name, write in files.items():
-        path = folder / "snapshots" / revision / name
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write(path)
-    if ref:
-        (folder / "refs").mkdir(parents=True, exist_ok=True)
-        (folder / "refs" / ref).write_text(revision)
 
 
 def open_clip_repo_files(model: torch.nn.Module, config: dict) -> dict:

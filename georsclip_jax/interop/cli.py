@@ -33,8 +33,9 @@ def summary(model, out) -> str:
             f"embed {c.embed_dim}")
 
 
-def export_command(description: str, export: Callable, out_help: str) -> None:
-    """The ours -> PyTorch-ecosystem converters: read any checkpoint create_model reads, export it."""
+def export_command(description: str, export: Callable, out_help: str, options: dict[str, str] | None = None) -> None:
+    """The ours -> PyTorch-ecosystem converters: read any checkpoint create_model reads, export it.
+    options: {keyword of `export`: help}, each offered as --keyword."""
     from georsclip_jax import create_model
 
     p = parser(description)
@@ -42,9 +43,11 @@ def export_command(description: str, export: Callable, out_help: str) -> None:
     p.add_argument("out", help=out_help)
     p.add_argument("--model", help="open_clip model name, when the source does not carry its config")
     p.add_argument("--act", choices=["gelu", "quick_gelu"])
+    for keyword, help_text in (options or {}).items():
+        p.add_argument(f"--{keyword.replace('_', '-')}", help=help_text)
 
     def main(args):
         model = create_model(args.model, args.source, act=args.act)
-        print(summary(model, export(model, args.out)))
+        print(summary(model, export(model, args.out, **{k: getattr(args, k) for k in options or {}})))
 
     run(main, p)

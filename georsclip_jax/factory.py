@@ -11,7 +11,7 @@ import numpy as np
 from flax import nnx
 
 from georsclip_jax import hub
-from georsclip_jax.interop import checkpoints, hf, model_card, open_clip, safetensors_io
+from georsclip_jax.interop import checkpoints, hf, model_card, open_clip, registry, safetensors_io
 from georsclip_jax.interop.params import abstract_model, check_params, flat_params, materialize
 from georsclip_jax.models.clip import CLIP
 from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig, get_model_config
@@ -95,11 +95,12 @@ def _resolve_config(named: CLIPConfig | None, ckpt: checkpoints.Checkpoint, act:
         file_act = act or ckpt.act
         if file_act is None:
             raise ValueError(
-                f"{ckpt.source}: the activation cannot be read from a bare state dict; pass a model name "
-                "(e.g. 'ViT-B-32-quickgelu' for OpenAI-derived weights such as GeoRSCLIP ViT-B-32) "
-                "or act='quick_gelu' / act='gelu'"
+                f"{ckpt.source}: the activation cannot be read from a bare state dict, and its file name is not "
+                "a published checkpoint's (interop/registry.py); pass a model name (e.g. 'ViT-B-32-quickgelu' "
+                "for OpenAI-derived weights) or act='quick_gelu' / act='gelu'"
             )
-        return open_clip.infer_config(ckpt.state_dict, file_act)
+        inferred = open_clip.infer_config(ckpt.state_dict, file_act)
+        return registry.published_config(ckpt.known, inferred, ckpt.source) if ckpt.known else inferred
     if ckpt.act is not None and ckpt.act != config.act and act is None:
         warnings.warn(f"{ckpt.source} was built with {ckpt.act}; the model name says {config.act}. "
                       f"Using {ckpt.act}, as the weights were trained with it.")

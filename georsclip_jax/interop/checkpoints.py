@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from georsclip_jax.interop import hf, open_clip, openai_jit, safetensors_io, torch_pickle
+from georsclip_jax.interop import hf, open_clip, openai_jit, registry, safetensors_io, torch_pickle
 from georsclip_jax.models.configs import CLIPConfig, PreprocessConfig
 
 OPEN_CLIP_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -26,8 +26,9 @@ class Checkpoint:
     state_dict: dict[str, np.ndarray]  # open_clip names, float32
     source: str
     config: CLIPConfig | None = None  # when the checkpoint says (HF, open_clip dirs)
-    act: str | None = None  # when only the activation is known (OpenAI TorchScript)
+    act: str | None = None  # when only the activation is known (OpenAI TorchScript, a registered file name)
     preprocess: PreprocessConfig | None = None
+    known: registry.KnownCheckpoint | None = None  # a published file (registry.py)
 
 
 def read_tensor_file(path: Path) -> dict[str, np.ndarray]:
@@ -36,7 +37,7 @@ def read_tensor_file(path: Path) -> dict[str, np.ndarray]:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     if path.suffix == ".safetensors":
         return safetensors_io.load(path)[0]
-    return open_clip.unwrap(torch_pickle.load(path))
+    return torch_pickle.load(path, select=open_clip.unwrap)  # weights only: optimizer state is never read
 
 
 def read_checkpoint(pretrained: str | Path) -> Checkpoint:
@@ -50,7 +51,9 @@ def read_checkpoint(pretrained: str | Path) -> Checkpoint:
     if openai_jit.is_torchscript(path):
         sd = open_clip.normalize_state_dict(openai_jit.load_state_dict(path))
         return Checkpoint(sd, str(path), act=openai_jit.activation_from_code(path))
-    return Checkpoint(open_clip.normalize_state_dict(read_tensor_file(path)), str(path))
+    known = registry.lookup(path)
+    return Checkpoint(open_clip.normalize_state_dict(read_tensor_file(path)), str(path),
+                      act=known.act if known else None, known=known)
 
 
 def _read_open_clip_dir(path: Path) -> Checkpoint:

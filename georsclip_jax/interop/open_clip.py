@@ -13,6 +13,7 @@ from typing import Callable
 import ml_dtypes
 import numpy as np
 
+from georsclip_jax.interop import torch_pickle
 from georsclip_jax.models.configs import CLIPConfig, TextConfig, VisionConfig, canonical_config, mlp_ratio_for
 
 _LINEARS = r"(attn\.in_proj|attn\.out_proj|mlp\.c_fc|mlp\.c_proj)"
@@ -106,7 +107,7 @@ def unwrap(obj) -> dict[str, np.ndarray]:
 
 
 def _looks_like_state_dict(d: dict) -> bool:
-    return bool(d) and sum(isinstance(v, np.ndarray) for v in d.values()) >= len(d) / 2
+    return bool(d) and sum(map(torch_pickle.is_tensor, d.values())) >= len(d) / 2
 
 
 def normalize_state_dict(sd: dict[str, np.ndarray]) -> dict[str, np.ndarray]:

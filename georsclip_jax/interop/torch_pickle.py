@@ -11,13 +11,14 @@ TorchScript archive, and only as inert attribute bags.
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import math
 import pickle
 import zipfile
 import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import ml_dtypes
 import numpy as np
@@ -53,8 +54,12 @@ class _StorageType:
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
 class _Storage:
+    """A storage record as the pickle declares it; its bytes are read only when a tensor that is kept
+    (see `load`'s `select`) is viewed, so an optimizer state beside the weights is never read."""
+
     key: str
-    array: np.ndarray  # 1-D, the record's bytes viewed as the storage dtype
+    dtype: np.dtype
+    numel: int
 
 
 @dataclasses.dataclass(frozen=True, slots=True, eq=False)
@@ -107,7 +112,7 @@ def _tensor_problem(t: _PendingTensor) -> str | None:
     if not isinstance(t.stride, tuple) or len(t.stride) != len(t.size) or \
             not all(isinstance(s, int) and -2**63 <= s < 2**63 for s in t.stride):
         return f"strides {t.stride!r} are not 64-bit integers, one per size {t.size}"
-    numel, length = math.prod(t.size), t.storage.array.size
+    numel, length = math.prod(t.size), t.storage.numel
     if numel == 0:  # nothing is read (as in torch)
         return None
     if any(s < 0 for n, s in zip(t.size, t.stride) if n > 1):  # a size-1 dim never steps
@@ -121,11 +126,11 @@ def _tensor_problem(t: _PendingTensor) -> str | None:
     return None
 
 
-def _view(t: _PendingTensor, name: str, where: str) -> np.ndarray:
+def _view(t: _PendingTensor, name: str, where: str, read: Callable[[_Storage], np.ndarray]) -> np.ndarray:
     problem = _tensor_problem(t)
     if problem:
         raise CheckpointError(f"{where}: tensor '{name}': {problem}")
-    storage = t.storage.array
+    storage = read(t.storage)
     if math.prod(t.size) == 0:
         return np.zeros(t.size, storage.dtype)
     if storage.dtype == np.bool_:  # any nonzero byte is True to torch; NumPy wants exactly 0 or 1
@@ -141,26 +146,26 @@ def _view(t: _PendingTensor, name: str, where: str) -> np.ndarray:
 _PLAIN = (int, float, complex, str, bytes, bool, type(None))
 
 
-def _materialize(obj, name: str, where: str, seen: set[int]):
+def _materialize(obj, name: str, where: str, seen: set[int], read: Callable[[_Storage], np.ndarray]):
     """Replace every pending tensor in the loaded tree by its validated array, naming it by its path.
     Whatever else the tree holds must be plain data: a stray callable or storage means a damaged stream."""
     if isinstance(obj, _PendingTensor):
-        return _view(obj, name or "<root>", where)
+        return _view(obj, name or "<root>", where, read)
     if isinstance(obj, _PLAIN) or id(obj) in seen:  # a pickle can build cycles
         return obj
     seen.add(id(obj))
     join = (lambda k: f"{name}.{k}" if name else str(k))
     if isinstance(obj, dict):
         for key in list(obj):
-            obj[key] = _materialize(obj[key], join(key), where, seen)
+            obj[key] = _materialize(obj[key], join(key), where, seen, read)
     elif isinstance(obj, list):
-        obj[:] = [_materialize(v, join(i), where, seen) for i, v in enumerate(obj)]
+        obj[:] = [_materialize(v, join(i), where, seen, read) for i, v in enumerate(obj)]
     elif type(obj) is tuple:
-        return tuple(_materialize(v, join(i), where, seen) for i, v in enumerate(obj))
+        return tuple(_materialize(v, join(i), where, seen, read) for i, v in enumerate(obj))
     elif isinstance(obj, (set, frozenset)) and all(isinstance(v, _PLAIN) for v in obj):
         return obj
     elif isinstance(obj, ScriptObject):
-        obj.attributes = _materialize(getattr(obj, "attributes", {}), name, where, seen)
+        obj.attributes = _materialize(getattr(obj, "attributes", {}), name, where, seen, read)
     else:
         raise CheckpointError(f"{where}: '{name or '<root>'}' is a {type(obj).__name__}, not data (damaged pickle?)")
     return obj
@@ -256,9 +261,16 @@ def read_record(zf: zipfile.ZipFile, member: str, path: Path) -> bytes:
         raise CheckpointError(f"{path}: record '{member}' is corrupt or truncated ({e})") from None
 
 
-def load(path: str | Path) -> Any:
+def is_tensor(value) -> bool:
+    """A tensor in a tree `load` passes to `select` (pending) or returns (an array)."""
+    return isinstance(value, (np.ndarray, _PendingTensor))
+
+
+def load(path: str | Path, select: Callable[[Any], Any] | None = None) -> Any:
     """Load a torch-saved object (state dict, training checkpoint, TorchScript archive) as NumPy arrays.
 
+    select: picks the part to keep from the unpickled tree, before any tensor's bytes are read (e.g. the
+    weights of a training checkpoint, not its optimizer state); what it drops is never read.
     Every tensor's offset, sizes and strides are checked against its storage before it is viewed.
     Anything wrong raises `CheckpointError` naming the file (and the tensor). TorchScript archives come
     back as `ScriptObject` trees; see `script_state_dict`.
@@ -281,28 +293,42 @@ def load(path: str | Path) -> Any:
         byteorder = read_record(zf, f"{root}/byteorder", path) if f"{root}/byteorder" in names else b"little"
         if byteorder != b"little":
             raise CheckpointError(f"{path}: byte order {byteorder[:16]!r}: only little-endian checkpoints are supported")
-        storages: dict[str, _Storage] = {}
+        declared: dict[str, _Storage] = {}
+        arrays: dict[str, np.ndarray] = {}
 
-        def load_storage(key: str, dtype: np.dtype, numel: int) -> _Storage:
-            if key not in storages:
-                raw = read_record(zf, f"{root}/data/{key}", path)
-                if len(raw) != numel * dtype.itemsize:  # as torch.load checks
-                    raise CheckpointError(f"{path}: storage '{key}' is declared as {numel} {dtype} elements "
-                                          f"but its record holds {len(raw)} bytes")
-                storages[key] = _Storage(key, np.frombuffer(raw, dtype=dtype))
-            if storages[key].array.dtype != dtype:  # torch would silently use the first type
+        def declare_storage(key: str, dtype: np.dtype, numel: int) -> _Storage:
+            declared.setdefault(key, _Storage(key, dtype, numel))
+            if declared[key].dtype != dtype:  # torch would silently use the first type
                 raise CheckpointError(f"{path}: storage '{key}' is declared as two dtypes, "
-                                      f"{storages[key].array.dtype} and {dtype}")
-            return storages[key]
+                                      f"{declared[key].dtype} and {dtype}")
+            return declared[key]
 
-        try:
-            with zf.open(_record(zf, f"{root}/data.pkl", path)) as f:
-                unpickler = _RestrictedUnpickler(f, load_storage, where=str(path), script=f"{root}/constants.pkl" in names)
-                return _materialize(unpickler.load(), "", str(path), set())
-        except CheckpointError:
-            raise
-        except Exception as e:  # noqa: BLE001 -- a corrupt pickle stream can fail in any built-in way
-            raise CheckpointError(f"{path}: corrupt or truncated pickle data ({type(e).__name__}: {e})") from None
+        def read_storage(storage: _Storage) -> np.ndarray:
+            if storage.key not in arrays:
+                raw = read_record(zf, f"{root}/data/{storage.key}", path)
+                if len(raw) != storage.numel * storage.dtype.itemsize:  # as torch.load checks
+                    raise CheckpointError(f"{path}: storage '{storage.key}' is declared as {storage.numel} "
+                                          f"{storage.dtype} elements but its record holds {len(raw)} bytes")
+                arrays[storage.key] = np.frombuffer(raw, dtype=storage.dtype)
+            return arrays[storage.key]
+
+        with _damage_reported(path), zf.open(_record(zf, f"{root}/data.pkl", path)) as f:
+            tree = _RestrictedUnpickler(f, declare_storage, where=str(path),
+                                        script=f"{root}/constants.pkl" in names).load()
+        kept = select(tree) if select else tree  # its own errors (no state dict in it) are its own
+        with _damage_reported(path):
+            return _materialize(kept, "", str(path), set(), read_storage)
+
+
+@contextlib.contextmanager
+def _damage_reported(path: Path):
+    """A corrupt pickle stream can fail in any built-in way: all become one CheckpointError naming the file."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except Exception as e:  # noqa: BLE001
+        raise CheckpointError(f"{path}: corrupt or truncated pickle data ({type(e).__name__}: {e})") from None
 
 
 def script_state_dict(obj: ScriptObject, prefix: str = "") -> dict[str, np.ndarray]:

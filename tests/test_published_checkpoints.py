@@ -11,38 +11,15 @@ import tracemalloc
 import numpy as np
 import open_clip
 import pytest
-import torch
 
 import georsclip_jax as gj
 from conftest import perturbed_open_clip
 from georsclip_jax.interop import checkpoints
+from skyclip_format import embeddings, save_training_checkpoint
 
 # Widths of 64 (one 64-wide head) so that shapes tell the architecture, as they do for ViT-B/32 and L/14.
 SMALL = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},
          "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 1, "layers": 1}}
-
-
-def save_training_checkpoint(model: torch.nn.Module, path) -> int:
-    """As SkyScript's training script saves `epoch_20.pt` under DDP and AMP; returns the weights' bytes."""
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
-    loss = sum(p.square().sum() for p in model.parameters())
-    loss.backward()
-    optimizer.step()  # exp_avg and exp_avg_sq: twice the weights
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"epoch": 20, "name": path.parent.name,
-                "state_dict": {f"module.{k}": v for k, v in model.state_dict().items()},
-                "optimizer": optimizer.state_dict(), "scaler": {"scale": 65536.0, "_growth_tracker": 0}}, path)
-    return sum(v.numel() * v.element_size() for v in model.state_dict().values())
-
-
-def embeddings(model, reference: bool):
-    pixels = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype(np.float32)
-    tokens = gj.get_tokenizer()(["a roundabout between fields", "a harbour with boats"])
-    if reference:
-        with torch.no_grad():
-            return (model.encode_image(torch.from_numpy(pixels.transpose(0, 3, 1, 2)), normalize=True).numpy(),
-                    model.encode_text(torch.from_numpy(tokens.astype(np.int64)), normalize=True).numpy())
-    return np.asarray(model.encode_image(pixels, normalize=True)), np.asarray(model.encode_text(tokens, normalize=True))
 
 
 @pytest.mark.parametrize("folder,act", [("SkyCLIP_ViT_L14_top30pct", "quick_gelu"),

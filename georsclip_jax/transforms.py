@@ -2,7 +2,8 @@
 
 Eval: bicubic shortest-side resize (long side truncated), round-half-even centre crop, RGB *after*
 the crop, /255, mean/std. Train: RandomResizedCrop(scale (0.9, 1.0), torchvision's sampling), and
-GeoRSCLIP's optional horizontal flip and 0-360 degree rotation. Output is float32 HWC (NHWC batches).
+GeoRSCLIP's optional horizontal flip and 0-360 degree rotation; or SkyScript's timm augmentation
+(AUGMENTATIONS). Output is float32 HWC (NHWC batches).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import math
 from typing import Callable
 
 import numpy as np
-from PIL import Image
+from PIL import Image, ImageEnhance
 
 from georsclip_jax.models.configs import PreprocessConfig
 
@@ -129,29 +130,53 @@ def random_resized_crop_params(rng: np.random.Generator, width: int, height: int
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def resized_crop(img: Image.Image, top: int, left: int, h: int, w: int, size: int) -> Image.Image:
-    """torchvision F.resized_crop on a PIL image (crop, then bicubic resize to size x size)."""
-    return img.crop((left, top, left + w, top + h)).resize((size, size), Image.BICUBIC)
+def resized_crop(img: Image.Image, top: int, left: int, h: int, w: int, size: int,
+                 resample: int = Image.BICUBIC) -> Image.Image:
+    """torchvision F.resized_crop on a PIL image (crop, then a bicubic resize to size x size)."""
+    return img.crop((left, top, left + w, top + h)).resize((size, size), resample)
+
+
+JITTER_OPS = ("brightness", "contrast", "saturation")  # torchvision ColorJitter's first three, as PIL enhancers
+_ENHANCERS = {"brightness": ImageEnhance.Brightness, "contrast": ImageEnhance.Contrast,
+              "saturation": ImageEnhance.Color}
 
 
 @dataclasses.dataclass(frozen=True)
 class AugmentDraw:
-    """One draw of the train augmentation: crop box (torchvision's (top, left, h, w)), flip, angle."""
+    """One draw of the train augmentation: crop box (torchvision's (top, left, h, w)), resize filter, flip,
+    angle; SkyScript's colour jitter ((op, factor) in the order applied) and quarter turns."""
     top: int
     left: int
     height: int
     width: int
     flip: bool = False
     angle: float = 0.0
+    interpolation: int = Image.BICUBIC
+    jitter: tuple[tuple[str, float], ...] = ()
+    quarter_turns: int = 0
+
+
+def draw_color_jitter(rng: np.random.Generator, strength: float) -> tuple[tuple[str, float], ...]:
+    """torchvision ColorJitter(b=c=s=strength, hue=0): a random order of the four ops (hue skipped), each
+    factor uniform in [max(0, 1 - strength), 1 + strength]."""
+    factors = {op: float(rng.uniform(max(0.0, 1 - strength), 1 + strength)) for op in JITTER_OPS}
+    order = rng.permutation(len(JITTER_OPS) + 1)  # index 3 is hue, which strength 0 leaves out
+    return tuple((JITTER_OPS[i], factors[JITTER_OPS[i]]) for i in order if i < len(JITTER_OPS))
 
 
 def draw_augmentation(rng: np.random.Generator, width: int, height: int, scale=(0.9, 1.0), hflip: bool = False,
-                      rotate: bool = False) -> AugmentDraw:
-    """RandomResizedCrop's box, then (GeoRSCLIP) flip with p=0.5 and an angle uniform in [0, 360)."""
-    top, left, h, w = random_resized_crop_params(rng, width, height, scale)
+                      rotate: bool = False, ratio=(3 / 4, 4 / 3), random_interpolation: bool = False,
+                      color_jitter: float = 0.0, quarter_turns: bool = False) -> AugmentDraw:
+    """RandomResizedCrop's box, then (GeoRSCLIP) flip with p=0.5 and an angle uniform in [0, 360); or
+    (SkyScript, through timm) a bilinear or bicubic resize at random, colour jitter, and a rotation by a
+    multiple of 90 degrees drawn uniformly."""
+    top, left, h, w = random_resized_crop_params(rng, width, height, scale, ratio)
     flip = bool(hflip and rng.uniform() < 0.5)
     angle = float(rng.uniform(0.0, 360.0)) if rotate else 0.0
-    return AugmentDraw(top, left, h, w, flip, angle)
+    interpolation = (Image.BILINEAR, Image.BICUBIC)[int(rng.integers(2))] if random_interpolation else Image.BICUBIC
+    jitter = draw_color_jitter(rng, color_jitter) if color_jitter else ()
+    turns = int(rng.integers(4)) if quarter_turns else 0
+    return AugmentDraw(top, left, h, w, flip, angle, interpolation, jitter, turns)
 
 
 def jpeg_draft_factor(img: Image.Image, draw: AugmentDraw, size: int) -> int:
@@ -184,24 +209,40 @@ def apply_augmentation(img: Image.Image, draw: AugmentDraw, size: int, jpeg_draf
     factor = jpeg_draft_factor(img, draw, size) if jpeg_draft else 1
     img = decode_drafted(img, factor, load)
     if factor == 1:
-        img = resized_crop(img, draw.top, draw.left, draw.height, draw.width, size)
+        img = resized_crop(img, draw.top, draw.left, draw.height, draw.width, size, draw.interpolation)
     else:
-        img = img.resize((size, size), Image.BICUBIC, box=tuple(v / factor for v in box))
+        img = img.resize((size, size), draw.interpolation, box=tuple(v / factor for v in box))
     if draw.flip:
         img = img.transpose(Image.FLIP_LEFT_RIGHT)
     if draw.angle:
         img = img.rotate(draw.angle, resample=Image.NEAREST, fillcolor=(0, 0, 0))
+    for op, strength in draw.jitter:  # torchvision's adjust_* on PIL images are these enhancers
+        img = _ENHANCERS[op](img).enhance(strength)
+    if draw.quarter_turns:
+        img = img.rotate(90 * draw.quarter_turns)  # square: an exact transpose, as torchvision's rotate is
     return img
 
 
+# The train augmentations by name: draw_augmentation's options. open_clip: RandomResizedCrop(0.9-1);
+# georsclip: that, flip and 0-360 degree rotation; skyscript: SkyScript's README (timm's RRC 0.67-1, ratio
+# 0.5-2, random bilinear/bicubic, colour jitter 0.4, no flip; its RandomRotationNew by 0/90/180/270).
+AUGMENTATIONS = {
+    "open_clip": {},
+    "georsclip": {"hflip": True, "rotate": True},
+    "skyscript": {"scale": (0.67, 1.0), "ratio": (0.5, 2.0), "random_interpolation": True, "color_jitter": 0.4,
+                  "quarter_turns": True},
+}
+
+
 def train_geometry(cfg: PreprocessConfig, scale=(0.9, 1.0), hflip: bool = False, rotate: bool = False,
-                   jpeg_draft: bool = False, load: Callable[[Image.Image], Image.Image] = to_rgb):
-    """The train augmentation alone: apply(img, rng) -> RGB PIL image of cfg.image_size.
+                   jpeg_draft: bool = False, load: Callable[[Image.Image], Image.Image] = to_rgb, **options):
+    """The train augmentation alone: apply(img, rng) -> RGB PIL image of cfg.image_size. `options`: the
+    rest of draw_augmentation's (AUGMENTATIONS["skyscript"]).
 
     `img` may be lazy: the draw needs only its size (see draw_augmentation, apply_augmentation)."""
 
     def apply(img: Image.Image, rng: np.random.Generator) -> Image.Image:
-        draw = draw_augmentation(rng, img.width, img.height, scale, hflip, rotate)
+        draw = draw_augmentation(rng, img.width, img.height, scale, hflip, rotate, **options)
         return apply_augmentation(img, draw, cfg.image_size, jpeg_draft, load)
 
     return apply

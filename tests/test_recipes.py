@@ -1,4 +1,4 @@
-"""The GeoRSCLIP recipes are valid configs, and the RET-2 recipe trains end to end on the generated
+"""The GeoRSCLIP and SkyCLIP recipes are valid configs (on data laid out where they expect it), and the RET-2 recipe trains end to end on the generated
 retrieval sets (Karpathy JSON, epochs -> steps), shrunk to the tiny model."""
 
 from __future__ import annotations
@@ -14,10 +14,12 @@ import torch
 
 import georsclip_jax as gj
 from georsclip_jax.data.synthetic import write_rs5m_shards, write_test_data
+from georsclip_jax.data.synthetic_skyscript import write_training_csv
 from georsclip_jax.train.config import validate
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-RECIPES = ["demo", "georsclip_rs5m_vitb32", "georsclip_rs5m_vith14", "ret2_finetune_vitb32", "lora_rs5m_vitb32"]
+RECIPES = ["demo", "georsclip_rs5m_vitb32", "georsclip_rs5m_vith14", "ret2_finetune_vitb32", "lora_rs5m_vitb32",
+           "skyclip_vitl14"]
 
 
 def load(name):
@@ -34,6 +36,8 @@ def data(tmp_path_factory):
     test_data = write_test_data(str(root / "rs5m_test_data"), per_class=1, retrieval_images=8, selo_images=0)
     torch.save(__import__("open_clip").model.CLIP(**gj.get_model_config("tiny").to_open_clip_json()).state_dict(),
                root / "tiny.pt")
+    write_training_csv(str(root / "SkyScript"), 4, name="dataframe/SkyScript_train_top30pct_filtered_by_CLIP_openai.csv")
+    write_training_csv(str(root / "SkyScript"), 4, name="dataframe/SkyScript_val_5K_filtered_by_CLIP_openai.csv")
     return root, test_data
 
 

@@ -21,7 +21,7 @@ import functools
 import logging
 import queue
 import threading
-from typing import Iterator, NamedTuple
+from typing import Iterator, NamedTuple, Sequence
 
 import grain
 import numpy as np
@@ -29,7 +29,7 @@ import numpy as np
 from georsclip_jax.data.decode import DEFAULT_MAX_PIXELS, SKIP_REASONS, BadSample, decode_caption, load_rgb, open_image
 from georsclip_jax.models.configs import PreprocessConfig
 from georsclip_jax.tokenizer import get_tokenizer
-from georsclip_jax.transforms import eval_geometry, normalize_pixels, to_uint8_array, train_geometry
+from georsclip_jax.transforms import AUGMENTATIONS, eval_geometry, normalize_pixels, to_uint8_array, train_geometry
 
 log = logging.getLogger(__name__)
 
@@ -55,13 +55,12 @@ class SampleTransform:
     jpeg_draft: bool = False      # decode large JPEGs at reduced DCT scale (fast, not bit-exact)
 
     def __post_init__(self):
-        if self.augment not in (None, "open_clip", "georsclip"):
-            raise ValueError(f"augment must be None, 'open_clip' or 'georsclip', got {self.augment!r}")
+        if self.augment is not None and self.augment not in AUGMENTATIONS:
+            raise ValueError(f"augment must be None or one of {sorted(AUGMENTATIONS)}, got {self.augment!r}")
         if self.image_dtype not in ("float32", "uint8"):
             raise ValueError(f"image_dtype must be 'float32' or 'uint8', got {self.image_dtype!r}")
-        georsclip = self.augment == "georsclip"
-        geometry = (train_geometry(self.preprocess, hflip=georsclip, rotate=georsclip, jpeg_draft=self.jpeg_draft,
-                                   load=load_rgb)
+        geometry = (train_geometry(self.preprocess, jpeg_draft=self.jpeg_draft, load=load_rgb,
+                                   **AUGMENTATIONS[self.augment])
                     if self.augment
                     else _ignore_rng(eval_geometry(self.preprocess)))
         object.__setattr__(self, "_geometry", geometry)
@@ -106,8 +105,8 @@ def _ignore_rng(fn):
     return lambda img, rng: fn(img)
 
 
-def _with_source_index(length: int, index: int, raw: dict) -> tuple[int, dict]:
-    return index % length, raw  # later epochs index the source past its length
+def _with_source_index(length: int, offset: int, index: int, raw: dict) -> tuple[int, dict]:
+    return offset + index % length, raw  # later epochs index the source past its length
 
 
 class HostBatches(grain.MapDataset):
@@ -200,11 +199,30 @@ class Batches:
         return iter(stream)
 
 
-def build_dataset(source, transform: SampleTransform, options: PipelineOptions) -> Batches:
-    ds = grain.MapDataset.source(source).map_with_index(functools.partial(_with_source_index, len(source)))
-    if options.shuffle:
-        ds = ds.shuffle(seed=options.seed)
-    ds = ds.repeat(options.num_epochs).random_map(transform, seed=options.seed)
+def _shuffled(source, options: PipelineOptions, offset: int = 0, seed_offset: int = 0) -> grain.MapDataset:
+    ds = grain.MapDataset.source(source).map_with_index(functools.partial(_with_source_index, len(source), offset))
+    return ds.shuffle(seed=options.seed + seed_offset) if options.shuffle else ds
+
+
+def mixture(sources: Sequence, weights: Sequence[float], options: PipelineOptions) -> grain.MapDataset:
+    """Several corpora in fixed proportions: each is shuffled and repeated on its own (its own epochs),
+    and Grain's mix interleaves them by a fixed pattern of the weights, so element k — and every batch —
+    stays a pure function of (seed, k), and each corpus's share of any batch is its weight to within a
+    row. Sample ids are made unique across corpora (corpus i's ids start after corpus i-1's)."""
+    if len(sources) != len(weights) or min(weights) <= 0:
+        raise ValueError(f"a mixture needs one positive weight per source; got {list(weights)} for {len(sources)}")
+    if options.num_epochs is not None:
+        raise ValueError("a mixture repeats each corpus forever (training is step-bounded); num_epochs must be None")
+    offsets = np.cumsum([0] + [len(s) for s in sources[:-1]])
+    parts = [_shuffled(s, options, int(offset), i).repeat(None) for i, (s, offset) in enumerate(zip(sources, offsets))]
+    return grain.MapDataset.mix(parts, list(weights))
+
+
+def build_dataset(source, transform: SampleTransform, options: PipelineOptions,
+                  weights: Sequence[float] | None = None) -> Batches:
+    """source: one source, or with `weights` a list of sources mixed in those proportions (`mixture`)."""
+    ds = mixture(source, weights, options) if weights else _shuffled(source, options).repeat(options.num_epochs)
+    ds = ds.random_map(transform, seed=options.seed)
     return Batches(HostBatches(ds, options, transform.blank()), options)
 
 

@@ -103,6 +103,22 @@ def write_retrieval_csv(root: str, name: str, num_images: int, seed: int, draw: 
         _write_csv(os.path.join(root, spec.csv), ["filepath", "title"], [r[:2] for r in rows])
 
 
+def write_training_csv(root: str, num_samples: int, seed: int = 0, missing_every: int = 0, size: int = 64,
+                       name: str = "SkyScript_train_top30pct_filtered_by_CLIP_openai.csv") -> str:
+    """A SkyScript training CSV (`filepath`, `title`, `title_multi_objects`, comma-separated) and its
+    `images2/` under `root`; every `missing_every`-th row has no `title` (SkyScript's loader would train
+    on the string "nan"; ours skips and counts it). Returns the CSV's path."""
+    rows = []
+    for i in range(num_samples):
+        rng = sample_rng(seed, i, stream=80)
+        label = int(rng.integers(len(CLASSES)))
+        path = _save(root, f"images2/n{1000 + i}_US_{18 + i % 5}.jpg", draw_scene(label, size, rng))
+        title = "" if missing_every and i % missing_every == missing_every - 1 else make_caption(label, rng)
+        rows.append((path, title, f"{make_caption(label, rng)[:-1]}, next to {CLASSES[(label + 3) % len(CLASSES)]}."))
+    _write_csv(os.path.join(root, name), ["filepath", "title", "title_multi_objects"], rows)
+    return os.path.join(root, name)
+
+
 def write_skyscript_benchmark(root: str, per_class: int = 3, retrieval_images: int = 12, seed: int = 0,
                               draw: Draw = default_draw) -> str:
     """Every set of SkyScript's benchmark, under `root`."""

@@ -29,11 +29,15 @@ def base_config() -> ml_collections.ConfigDict:
         image_root="",              # metafile: its image folder; karpathy: one folder per JSON, '::'-separated
         image_column="filepath", caption_columns="title", exclude="",  # karpathy: filename lists to drop
         val="",                     # held-out data of the same kind, for the validation loss
-        augment="georsclip",        # georsclip | open_clip | none
+        augment="georsclip",        # georsclip | open_clip | skyscript | none (transforms.py AUGMENTATIONS)
         image_dtype="uint8", jpeg_draft=True, num_workers=0, max_pixels=89_478_485,  # jpeg_draft: README "Speed"
         retry_seconds=300.0,        # object storage: how long transient errors are retried before the run stops
         synthetic=dict(train_samples=0, val_samples=0, samples_per_shard=512, min_size=64, max_size=64,
                        eval_per_class=20, retrieval_images=60, selo_images=0),
+        # a second corpus mixed in at `weight` (the first gets 1 - weight), e.g. SkyScript's CSV beside RS5M's
+        # shards: kind="metafile", train=its CSV, image_root=its image folder, caption_columns="title"
+        mix=dict(weight=0.0, kind="metafile", train="", image_root="", image_column="filepath",
+                 caption_columns="title", exclude=""),
     )
     # profile_steps (start, stop): trace steps start..stop-1 into WORKDIR/tensorboard (train/profiler.py)
     # compilation_cache: "" (JAX's configured folder, else WORKDIR/compilation_cache), "none", or a folder
@@ -78,6 +82,7 @@ RANGES = (
     ("optim.grad_clip_norm", lambda v: v >= 0, "0 (off) or positive"),
     ("data.num_workers", lambda v: v >= 0, "0 (in-process) or positive"),
     ("data.max_pixels", lambda v: v >= 1, "at least 1"),
+    ("data.mix.weight", lambda v: 0 <= v < 1, "in [0, 1) (0: no second corpus)"),
     ("eval.batch_size", lambda v: v >= 1, "at least 1"),
     ("eval.every_steps", lambda v: v >= 0, "0 (only at the end) or positive"),
     ("eval.knn_k", lambda v: v >= 1, "at least 1"),
@@ -97,14 +102,18 @@ def choices() -> dict[str, list[str]]:
     from georsclip_jax.models.configs import list_models
     from georsclip_jax.models.layers import REMAT_POLICIES
     from georsclip_jax.sharding import PRESETS
+    from georsclip_jax.transforms import AUGMENTATIONS
 
     return {"model.name": list_models(), "model.act": ["", "gelu", "quick_gelu"],
             "model.dtype": ["float32", "bfloat16"], "model.remat": sorted(REMAT_POLICIES),
             "model.attention_impl": ["", "xla", "cudnn"], "train.loss": ["clip", "siglip"],
-            "optim.schedule": ["cosine", "constant"], "data.kind": ["tar", "metafile", "array_record", "karpathy"],
-            "data.augment": ["georsclip", "open_clip", "none"], "data.image_dtype": ["uint8", "float32"],
+            "optim.schedule": ["cosine", "constant"], "data.kind": KINDS, "data.mix.kind": KINDS,
+            "data.augment": [*AUGMENTATIONS, "none"], "data.image_dtype": ["uint8", "float32"],
             "eval.protocol": ["georsclip", "clip_benchmark"], "sharding.rules": sorted(PRESETS),
             "eval.tasks": list(TASKS), "eval.tfds": list(TFDS_SETS)}
+
+
+KINDS = ["tar", "metafile", "array_record", "karpathy"]
 
 
 def _field(config, path: str):
@@ -217,12 +226,16 @@ def validate(config, device_count: int, workdir: str | None = None, check_data: 
                          "I/O; copy them to a local disk or read tar shards from object storage")
     if not config.data.synthetic.train_samples and not config.data.train:
         raise ValueError("config.data.train: no training data given")
-    if check_data and not config.data.synthetic.train_samples:
-        for field in ("train", "val"):
-            path = config.data[field]
-            missing = [p for p in data_files(config.data, path) if not storage.glob(p)] if path else []
-            if missing or (path and not data_files(config.data, path)):
-                raise ValueError(f"config.data.{field}: not found: {missing[0] if missing else path}")
+    mixed = config.data.mix.weight > 0
+    if mixed and not config.data.mix.train:
+        raise ValueError(f"config.data.mix.train: a second corpus at weight {config.data.mix.weight} needs its data")
+    if check_data:
+        fields = [] if config.data.synthetic.train_samples else [(config.data, "data.train"), (config.data, "data.val")]
+        for data, field in fields + ([(config.data.mix, "data.mix.train")] if mixed else []):
+            path = data[field.rsplit(".", 1)[1]]
+            missing = [p for p in data_files(data, path) if not storage.glob(p)] if path else []
+            if missing or (path and not data_files(data, path)):
+                raise ValueError(f"config.{field}: not found: {missing[0] if missing else path}")
     if check_data and config.model.init_from:
         validate_init_from(config.model.init_from)
     if config.eval.every_steps and not (config.eval.data_root or config.data.val or config.data.synthetic.train_samples):

@@ -65,7 +65,16 @@ def make_source(data, train_path: str, workdir: str):
     return TarShardSource(train_path, workdir=workdir, hosts=Hosts.of_jax())
 
 
-def make_data_iterator(config, source, preprocess, mesh) -> DataIterator:
+def make_sources(config, train_path: str, workdir: str) -> tuple[list, tuple[float, ...] | None]:
+    """The training corpus, and the second one mixed in at `data.mix.weight` (with the weights) if any."""
+    sources = [make_source(config.data, train_path, workdir)]
+    mix = config.data.mix
+    if not mix.weight:
+        return sources, None
+    return sources + [make_source(mix, mix.train, workdir)], (1 - mix.weight, mix.weight)
+
+
+def make_data_iterator(config, sources: list, weights, preprocess, mesh) -> DataIterator:
     data = config.data
     transform = SampleTransform(preprocess, augment=None if data.augment == "none" else data.augment,
                                 context_length=77, max_pixels=data.max_pixels, image_dtype=data.image_dtype,
@@ -73,7 +82,7 @@ def make_data_iterator(config, source, preprocess, mesh) -> DataIterator:
     options = PipelineOptions(global_batch_size=config.train.global_batch_size, seed=config.train.seed,
                               num_workers=data.num_workers, process_index=jax.process_index(),
                               process_count=jax.process_count())
-    return DataIterator(build_dataset(source, transform, options),
+    return DataIterator(build_dataset(sources if weights else sources[0], transform, options, weights),
                         sharding=sharding.batch_sharding(mesh), prefetch=2)
 
 
@@ -233,14 +242,14 @@ def train_and_evaluate(config, workdir: str) -> dict:
     if adapters:
         attach_lora(model, config, mesh)
     preprocess = model.preprocess
-    source = make_source(config.data, paths["train"], outputs.workdir)
-    total = total_steps(config, len(source))
+    sources, weights = make_sources(config, paths["train"], outputs.workdir)
+    total = total_steps(config, sum(map(len, sources)))
     program, params, frozen = make_program(config, mesh, model, total)
     state, graphdef = initial_state(program, params), program.graphdef
 
     checkpoints = Checkpointer(storage.join(outputs.workdir, "checkpoints"), config.train.keep_checkpoints,
                                config.train.async_checkpoints)
-    batches = make_data_iterator(config, source, preprocess, mesh)
+    batches = make_data_iterator(config, sources, weights, preprocess, mesh)
     start = checkpoints.latest_step()
     if start is not None:
         check_resumable(config, checkpoints.read_meta(start), base, f"{checkpoints.directory}/{start}")

@@ -21,8 +21,9 @@ To train on RS5M and SkyScript together, mix the second corpus in by weight, e.g
 SkyScript at 0.3: --config.data.kind=tar --config.data.train='RS5M/train/{pub11,rs3}-train-{0000..0031}.tar'
 --config.data.mix.weight=0.3 --config.data.mix.train=<the CSV> --config.data.mix.image_root=SkyScript.
 
-Sized with the plan (BENCHMARKS.md, "SkyCLIP ViT-L/14"): the 512 global batch on v5p:2x2x1 (4 chips, one
-host, 128 per chip, as SkyScript's 4 GPUs) with FSDP over the 4 chips and remat "dots".
+Sized with the plan (BENCHMARKS.md, "Planning the SkyCLIP recipe"): the 512 global batch on v5p:2x2x1 (4
+chips, one host, 128 per chip, as SkyScript's 4 GPUs) with FSDP over the 4 chips and remat "dots" needs
+25 GiB of v5p's 95 (no remat: 90 GiB, too close to the limit; "full": 7 GiB for 23 % more FLOPs).
 Evaluate the result with SkyScript's protocol (and GeoRSCLIP's beside it):
 `python -m georsclip_jax.evaluate --pretrained runs/skyclip_l14/open_clip/... --protocol skyscript,georsclip ...`.
 """

@@ -1,9 +1,10 @@
 """Input-pipeline throughput: decode + GeoRSCLIP's train augmentation + tokenization, ours vs RS5M's loader.
 
 Both read the same RS5M-format tar shards of real photos (`tests/photos.py`: mosaics of scikit-image's
-photographs, JPEG q90, sides log-uniform in 256-2048 px) and apply GeoRSCLIP's full train transform:
-RandomResizedCrop(224, scale 0.9-1.0, bicubic), RGB, horizontal flip, rotation uniform in 0-360
-degrees, normalization; captions are CLIP-tokenized. Both decode in worker processes, as training does.
+photographs, JPEG q90; `--workload large`: sides log-uniform in 256-2048 px; `rs5m`: 80 % of them in
+256-1024 px, where DCT-scaled decoding helps little, and 20 % in 1024-2048 px) and apply GeoRSCLIP's
+full train transform: RandomResizedCrop(224, scale 0.9-1.0, bicubic), RGB, horizontal flip, rotation
+uniform in 0-360 degrees, normalization; captions are CLIP-tokenized. Both decode in worker processes, as training does.
 - reference: built the way RS5M's published `dataloader.py` is: `webdataset.WebDataset(urls)
   .shuffle(n).decode(my_decoder)` (PIL + the torchvision transform in the decoder, caption tokenized
   with open_clip's tokenizer) inside a torch `DataLoader(num_workers, batch_size)`.
@@ -15,7 +16,7 @@ decoding, so its row is images/s per core. The fast path's quality against the e
 same draws (mean |difference|, PSNR) is measured over the benchmark's images.
 
 Usage: python benchmarks/bench_data.py [--images 2048] [--batch 64] [--workers 1 2] [--repeats 3]
-       [--variants exact uint8 fast] [--data DIR] [--out results.json]
+       [--variants exact uint8 fast] [--workload large|rs5m] [--data DIR] [--out results.json]
 """
 
 from __future__ import annotations
@@ -36,12 +37,20 @@ VARIANTS = {"exact": dict(image_dtype="float32", jpeg_draft=False), "uint8": dic
             "fast": dict(image_dtype="uint8", jpeg_draft=True)}
 
 
-def make_shards(data_dir: str, images: int) -> list[str]:
+def workload_sides(workload: str):
+    """large: sides log-uniform in 256-2048 px for every image; rs5m: 80 % in 256-1024 px, 20 % in 1024-2048."""
+    from photos import rs5m_like_sides
+
+    return {"large": (256, 2048), "rs5m": rs5m_like_sides}[workload]
+
+
+def make_shards(data_dir: str, images: int, workload: str = "large") -> list[str]:
     from photos import write_photo_shards
 
     paths = sorted(glob.glob(os.path.join(data_dir, "photos-*.tar")))
     if len(paths) != 8:
-        paths = write_photo_shards(data_dir, images, samples_per_shard=-(-images // 8), seed=0)
+        paths = write_photo_shards(data_dir, images, samples_per_shard=-(-images // 8), seed=0,
+                                   side_range=workload_sides(workload))
     return paths
 
 
@@ -111,12 +120,17 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--data", default="/tmp/georsclip_bench_photos")
+    parser.add_argument("--workload", default="large", choices=["large", "rs5m"],
+                        help="image sides: large = log-uniform 256-2048 px; rs5m = 80 %% in 256-1024 px, 20 %% in "
+                             "1024-2048 px")
+    parser.add_argument("--data", help="shard folder (default /tmp/georsclip_bench_photos[_rs5m])")
     parser.add_argument("--out")
     args = parser.parse_args()
-    paths = make_shards(args.data, args.images)
+    data = args.data or "/tmp/georsclip_bench_photos" + ("" if args.workload == "large" else f"_{args.workload}")
+    paths = make_shards(data, args.images, args.workload)
     results = {"host": platform.processor() or platform.machine(), "cpus": os.cpu_count(), "images": args.images,
-               "shards": len(paths), "batch": args.batch, "quality": quality(paths), "runs": {}}
+               "workload": args.workload, "shards": len(paths), "batch": args.batch, "quality": quality(paths),
+               "runs": {}}
     print(f"fast path vs exact path on the same draws: {results['quality']}", flush=True)
     for workers in args.workers:
         runs = {name: [] for name in ["reference", *args.variants]}

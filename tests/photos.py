@@ -55,14 +55,24 @@ def photo_sample(seed: int, index: int, side_range=(256, 2048)) -> Image.Image:
     return photo_scene(width, height, rng)
 
 
+def rs5m_like_sides(index: int) -> tuple[int, int]:
+    """RS5M's bulk: 4 images in 5 with sides in 256-1024 px, the fifth in 1024-2048 px."""
+    return (1024, 2048) if index % 5 == 4 else (256, 1024)
+
+
+def sides(index: int, side_range) -> tuple[int, int]:
+    return side_range(index) if callable(side_range) else side_range
+
+
 def write_photo_shards(out_dir: str, num_samples: int, samples_per_shard: int = 256, seed: int = 0,
                        side_range=(256, 2048)) -> list[str]:
-    """RS5M-format tar shards (`photos-NNNN.tar`) of photo scenes with short captions."""
+    """RS5M-format tar shards (`photos-NNNN.tar`) of photo scenes with short captions. `side_range`:
+    (low, high) for every image, or a function of the image's index (rs5m_like_sides)."""
     os.makedirs(out_dir, exist_ok=True)
     paths = []
     for shard, start in enumerate(range(0, num_samples, samples_per_shard)):
         path = os.path.join(out_dir, f"photos-{shard:04d}.tar")
-        records = ((f"photo_{i:08d}", jpeg_bytes(photo_sample(seed, i, side_range)), f"photo_{i:08d}.jpg",
+        records = ((f"photo_{i:08d}", jpeg_bytes(photo_sample(seed, i, sides(i, side_range))), f"photo_{i:08d}.jpg",
                     CAPTIONS[i % len(CAPTIONS)]) for i in range(start, min(num_samples, start + samples_per_shard)))
         write_rs5m_shard(path, records)
         paths.append(path)

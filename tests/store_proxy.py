@@ -10,6 +10,7 @@ benchmarks/bench_remote.py; not collected by pytest.
 from __future__ import annotations
 
 import http.client
+import os
 import random
 import socket
 import sys
@@ -48,7 +49,7 @@ class StoreProxy:
     so does every request after the first `down_after` GETs it forwarded (an outage at a chosen moment)."""
 
     def __init__(self, upstream: str, delay: float = 0.0, fault_rate: float = 0.0, seed: int = 0,
-                 down_after: int | None = None):
+                 down_after: int | None = None, cpus: set[int] | None = None):
         self.upstream = urllib.parse.urlsplit(upstream)
         self.delay, self.fault_rate, self.down, self.down_after = delay, fault_rate, False, down_after
         self.counters = Counters()
@@ -76,7 +77,13 @@ class StoreProxy:
         self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self._thread = threading.Thread(target=self._serve, args=(cpus,), daemon=True)
+
+    def _serve(self, cpus: set[int] | None) -> None:
+        """`cpus`: the cores this thread, and the request threads it starts (they inherit it), run on."""
+        if cpus:
+            os.sched_setaffinity(0, cpus)  # 0: the calling thread, on Linux
+        self.server.serve_forever()
 
     def __enter__(self) -> "StoreProxy":
         self._thread.start()

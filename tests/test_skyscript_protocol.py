@@ -42,8 +42,9 @@ def photo(label: int, rng: np.random.Generator) -> Image.Image:
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
     root = tmp_path_factory.mktemp("skyscript")
-    benchmark = write_skyscript_benchmark(str(root / "benchmark"), per_class=3, retrieval_images=10, draw=photo)
-    data = write_test_data(str(root / "rs5m_test_data"), per_class=2, retrieval_images=6, selo_images=1)
+    benchmark = write_skyscript_benchmark(str(root / "benchmark"), per_class=2, retrieval_images=8, draw=photo)
+    data = write_test_data(str(root / "rs5m_test_data"), per_class=1, retrieval_images=4, selo_images=0,
+                           near_duplicates=0)
     reference = perturbed_open_clip(gj.get_model_config("tiny").to_open_clip_json(), seed=5)
     torch.save(reference.state_dict(), root / "tiny.pt")
     out = root / "out" / "results.json"

@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))  # skyclip_format
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), os.pardir, "tests"))  # test helpers
 
 import numpy as np  # noqa: E402
 import open_clip  # noqa: E402
@@ -30,7 +30,8 @@ import torch  # noqa: E402
 
 import georsclip_jax as gj  # noqa: E402
 from georsclip_jax.interop import registry  # noqa: E402
-from skyclip_format import embeddings, save_training_checkpoint  # noqa: E402
+from reference_embeddings import embeddings  # noqa: E402
+from skyclip_format import save_training_checkpoint  # noqa: E402
 
 TOLERANCE = 1e-5
 DEFAULT_MODELS = ("SkyCLIP_ViT_B32_top50pct", "SkyCLIP_ViT_L14_top30pct")

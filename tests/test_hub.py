@@ -16,6 +16,7 @@ from open_clip.push_to_hf_hub import save_config_for_hf
 import georsclip_jax as gj
 from conftest import cache_snapshot
 from georsclip_jax.train.config import validate_init_from
+from reference_embeddings import embeddings
 
 MAIN, OLD = "a" * 40, "b" * 40  # commit hashes of two snapshots
 
@@ -32,16 +33,6 @@ def tiny_open_clip(seed: int):
     model = open_clip.model.CLIP(**config).eval()
     model.visual.image_mean, model.visual.image_std = open_clip.OPENAI_DATASET_MEAN, open_clip.OPENAI_DATASET_STD
     return model, config  # (the preprocessing attributes open_clip's create_model sets, which the config saves)
-
-
-def embeddings(model, reference: bool):
-    pixels = np.random.default_rng(1).normal(size=(2, 32, 32, 3)).astype(np.float32)
-    tokens = gj.get_tokenizer()(["a harbour with boats", "a dense forest"])
-    if reference:
-        with torch.no_grad():
-            return (model.encode_image(torch.from_numpy(pixels.transpose(0, 3, 1, 2)), normalize=True).numpy(),
-                    model.encode_text(torch.from_numpy(tokens.astype(np.int64)), normalize=True).numpy())
-    return np.asarray(model.encode_image(pixels, normalize=True)), np.asarray(model.encode_text(tokens, normalize=True))
 
 
 def test_an_open_clip_repo_loads_as_open_clip_loads_it(hub_cache):

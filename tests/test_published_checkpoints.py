@@ -15,7 +15,8 @@ import pytest
 import georsclip_jax as gj
 from conftest import perturbed_open_clip
 from georsclip_jax.interop import checkpoints
-from skyclip_format import embeddings, save_training_checkpoint
+from reference_embeddings import embeddings
+from skyclip_format import save_training_checkpoint
 
 # Widths of 64 (one 64-wide head) so that shapes tell the architecture, as they do for ViT-B/32 and L/14.
 SMALL = {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 16},

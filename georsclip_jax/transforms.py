@@ -132,7 +132,7 @@ def random_resized_crop_params(rng: np.random.Generator, width: int, height: int
 
 def resized_crop(img: Image.Image, top: int, left: int, h: int, w: int, size: int,
                  resample: int = Image.BICUBIC) -> Image.Image:
-    """torchvision F.resized_crop on a PIL image (crop, then a bicubic resize to size x size)."""
+    """torchvision F.resized_crop on a PIL image (crop, then a resize to size x size, bicubic by default)."""
     return img.crop((left, top, left + w, top + h)).resize((size, size), resample)
 
 

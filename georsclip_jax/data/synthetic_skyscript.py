@@ -44,6 +44,11 @@ def _write_csv(path: str, header: list[str], rows: list) -> None:
         writer.writerows(rows)
 
 
+def _write_lines(path: str, lines) -> None:
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines) + "\n")
+
+
 def _save(root: str, relative: str, image: Image.Image) -> str:
     os.makedirs(os.path.dirname(os.path.join(root, relative)), exist_ok=True)
     image.save(os.path.join(root, relative), quality=90)
@@ -61,8 +66,7 @@ def write_scene_set(root: str, name: str, per_class: int, seed: int, draw: Draw)
                          draw(label, sample_rng(seed, label * 1000 + k, stream)))
             rows.append((path, label if name in INTEGER_LABELS else cls))
     rows.append((rows[0][0], ""))  # a row without a label: dropped, as SkyScript drops it
-    with open(os.path.join(root, spec.folder, "classnames.txt"), "w") as f:
-        f.write("\n".join(classes) + "\n")
+    _write_lines(os.path.join(root, spec.folder, "classnames.txt"), classes)
     _write_csv(os.path.join(root, spec.folder, spec.csv), ["filepath", "label"], rows)
 
 
@@ -77,8 +81,7 @@ def write_fine_grained_task(root: str, task: str, per_class: int, seed: int, dra
                          draw(label, sample_rng(seed, label * 1000 + k, stream)))
             rows.append((path, cls, fine[cls]))
     for version, names in (("v1", list(fine)), ("v2", coarse)):
-        with open(os.path.join(root, task, f"classnames_{version}.txt"), "w") as f:
-            f.write("\n".join(names) + "\n")
+        _write_lines(os.path.join(root, task, f"classnames_{version}.txt"), names)
     _write_csv(os.path.join(root, task, "img_txt_pairs_test.csv"), ["filepath", "label_v1", "label_v2"], rows)
 
 

@@ -63,6 +63,8 @@ def base_config() -> ml_collections.ConfigDict:
     return c
 
 
+KINDS = ["tar", "metafile", "array_record", "karpathy"]  # data.kind, data.mix.kind: train/loop.py make_source
+
 # Every numeric field's allowed range: (path, test, what the test means).
 RANGES = (
     ("train.global_batch_size", lambda v: v >= 1, "at least 1"),
@@ -111,9 +113,6 @@ def choices() -> dict[str, list[str]]:
             "data.augment": [*AUGMENTATIONS, "none"], "data.image_dtype": ["uint8", "float32"],
             "eval.protocol": ["georsclip", "clip_benchmark"], "sharding.rules": sorted(PRESETS),
             "eval.tasks": list(TASKS), "eval.tfds": list(TFDS_SETS)}
-
-
-KINDS = ["tar", "metafile", "array_record", "karpathy"]
 
 
 def _field(config, path: str):
@@ -230,12 +229,15 @@ def validate(config, device_count: int, workdir: str | None = None, check_data: 
     if mixed and not config.data.mix.train:
         raise ValueError(f"config.data.mix.train: a second corpus at weight {config.data.mix.weight} needs its data")
     if check_data:
-        fields = [] if config.data.synthetic.train_samples else [(config.data, "data.train"), (config.data, "data.val")]
-        for data, field in fields + ([(config.data.mix, "data.mix.train")] if mixed else []):
-            path = data[field.rsplit(".", 1)[1]]
+        checks = [] if config.data.synthetic.train_samples else [(config.data, "data", "train"),
+                                                                 (config.data, "data", "val")]
+        if mixed:
+            checks.append((config.data.mix, "data.mix", "train"))
+        for data, prefix, key in checks:
+            path = data[key]
             missing = [p for p in data_files(data, path) if not storage.glob(p)] if path else []
             if missing or (path and not data_files(data, path)):
-                raise ValueError(f"config.{field}: not found: {missing[0] if missing else path}")
+                raise ValueError(f"config.{prefix}.{key}: not found: {missing[0] if missing else path}")
     if check_data and config.model.init_from:
         validate_init_from(config.model.init_from)
     if config.eval.every_steps and not (config.eval.data_root or config.data.val or config.data.synthetic.train_samples):

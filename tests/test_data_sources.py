@@ -212,6 +212,35 @@ def test_origins_name_the_sample_in_pax_and_gnu_tars(tmp_path, layout):
         decode_image(source[1]["image"])
 
 
+def test_cached_indexes_load_on_many_threads_without_parsing_two_headers_at_once(tmp_path, monkeypatch):
+    """np.load parses .npy headers with ast, which CPython 3.11 does not keep per thread: two at once crashed a
+    start with "SystemError: AST constructor recursion depth mismatch". The window is widened here (each parse
+    waits 20 ms) so that any overlap is seen, not left to chance."""
+    import ast
+    import threading
+    import time
+
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    paths = write_rs5m_shards(str(tmp_path), 32, samples_per_shard=4)
+    first = TarShardSource(paths)
+    inside, most = [0], [0]
+    lock, real_parse = threading.Lock(), ast.literal_eval
+
+    def slow_parse(text):
+        with lock:
+            inside[0] += 1
+            most[0] = max(most[0], inside[0])
+        time.sleep(0.02)
+        try:
+            return real_parse(text)
+        finally:
+            with lock:
+                inside[0] -= 1
+    monkeypatch.setattr(ast, "literal_eval", slow_parse)
+    second = TarShardSource(paths)
+    assert np.array_equal(first.index, second.index) and most == [1]
+
+
 def test_shard_indexes_survive_restarts_and_follow_changes(tmp_path, monkeypatch):
     """A second source over the same shards reads no tar header; a changed shard is re-indexed; a
     damaged cache is ignored and rewritten; remote shards index into the cache dir."""

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import threading
 import zipfile
 
 import numpy as np
@@ -25,6 +26,11 @@ from georsclip_jax import storage
 
 VERSION = 1
 SUFFIX = ".georsclip-index.npz"
+# np.load parses each .npy header with ast.literal_eval, and CPython 3.11 keeps the AST constructor's
+# recursion depth per interpreter, not per thread: two parses at once (data/index.py loads shards' indexes
+# on a thread pool) fail at random with "SystemError: AST constructor recursion depth mismatch"
+# (python/cpython#106905). So the bytes are fetched in parallel and parsed one at a time.
+_PARSING = threading.Lock()
 
 
 def cache_dir() -> str:
@@ -51,7 +57,8 @@ def load(shard_path: str, keys, workdir: str = "") -> np.ndarray | None:
         if storage.is_remote(path) and not storage.exists(path):  # answered by a listing where there is one
             continue
         try:
-            with np.load(io.BytesIO(storage.read_bytes(path)), allow_pickle=False) as cached:
+            blob = storage.read_bytes(path)
+            with _PARSING, np.load(io.BytesIO(blob), allow_pickle=False) as cached:
                 if str(cached["tag"]) == shard_tag and cached["rows"].dtype == _dtype():
                     return cached["rows"]
         except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):  # absent, stale or damaged

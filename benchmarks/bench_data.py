@@ -120,6 +120,9 @@ def main():
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--read-threads", type=int, nargs="+", default=[1],
+                        help="PipelineOptions.read_threads of ours: 1 (default) keeps a worker to one core, as a "
+                             "reference worker; with as many workers as cores both loaders have every core")
     parser.add_argument("--workload", default="large", choices=["large", "rs5m"],
                         help="image sides: large = log-uniform 256-2048 px; rs5m = 80 %% in 256-1024 px, 20 %% in "
                              "1024-2048 px")
@@ -132,20 +135,24 @@ def main():
                "workload": args.workload, "shards": len(paths), "batch": args.batch, "quality": quality(paths),
                "runs": {}}
     print(f"fast path vs exact path on the same draws: {results['quality']}", flush=True)
+    ours_runs = [(variant, threads) for variant in args.variants for threads in args.read_threads]
     for workers in args.workers:
-        runs = {name: [] for name in ["reference", *args.variants]}
+        runs = {name: [] for name in ["reference", *ours_runs]}
         for _ in range(args.repeats):
             runs["reference"].append(images_per_second(reference_loader(paths, args.batch, workers), 2 * workers))
-            for variant in args.variants:
-                runs[variant].append(images_per_second(our_loader(paths, args.batch, workers, variant), 2 * workers))
+            for variant, threads in ours_runs:
+                loader = our_loader(paths, args.batch, workers, variant, read_threads=threads)
+                runs[variant, threads].append(images_per_second(loader, 2 * workers))
         reference = statistics.median(runs["reference"])
-        for variant in args.variants:
-            ours = statistics.median(runs[variant])
-            results["runs"][f"workers={workers},{variant}"] = {"reference_img_s": reference, "ours_img_s": ours,
-                                                               "ratio": ours / reference, "all_runs": runs}
-            print(f"workers={workers} {variant:6s}: reference {reference:.0f} img/s, ours {ours:.0f} img/s, "
+        for variant, threads in ours_runs:
+            ours = statistics.median(runs[variant, threads])
+            results["runs"][f"workers={workers},{variant},read_threads={threads}"] = {
+                "reference_img_s": reference, "ours_img_s": ours, "ratio": ours / reference,
+                "all_runs": {"reference": runs["reference"], "ours": runs[variant, threads]}}
+            print(f"workers={workers} {variant:6s} read_threads={threads}: reference {reference:.0f} img/s, "
+                  f"ours {ours:.0f} img/s, "
                   f"ratio {ours / reference:.2f}x  (runs: ref {[round(x) for x in runs['reference']]}, "
-                  f"ours {[round(x) for x in runs[variant]]})", flush=True)
+                  f"ours {[round(x) for x in runs[variant, threads]]})", flush=True)
     if args.out:
         with open(args.out, "w") as f:
             json.dump(results, f, indent=1)

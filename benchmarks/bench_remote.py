@@ -115,13 +115,16 @@ def main():
                         runs["gs"].append(rate(remote, workers, threads))
                         samples += args.images // args.batch * args.batch
                     here, there = statistics.median(runs["local"]), statistics.median(runs["gs"])
+                    # Each round's gs:// run against the local run just before it: the machine's load drifts
+                    # between rounds more than within one, so these are what to pool across runs.
+                    round_ratios = [g / loc for loc, g in zip(runs["local"], runs["gs"])]
                     per_sample = proxy.counters.requests / samples
                     results["runs"][f"delay={delay}ms,workers={workers},read_threads={threads}"] = {
-                        "local_img_s": here, "gs_img_s": there, "ratio": there / here,
+                        "local_img_s": here, "gs_img_s": there, "ratio": there / here, "round_ratios": round_ratios,
                         "requests_per_sample": per_sample, "all_runs": runs}
                     print(f"{delay:3d} ms, {workers} worker(s), {threads} read thread(s): local {here:.0f} img/s, "
-                          f"gs:// {there:.0f} img/s, "
-                          f"ratio {there / here:.2f}x, {per_sample:.3f} requests/sample  (runs: local "
+                          f"gs:// {there:.0f} img/s, ratio {there / here:.2f}x (rounds "
+                          f"{[round(r, 2) for r in round_ratios]}), {per_sample:.3f} requests/sample  (runs: local "
                           f"{[round(x) for x in runs['local']]}, gs {[round(x) for x in runs['gs']]})", flush=True)
         point_gcsfs_at(emulator)
     if args.out:

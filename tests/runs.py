@@ -23,6 +23,16 @@ SMALL = ["--config.data.synthetic.train_samples=256", "--config.data.synthetic.s
          "--config.export.open_clip=False", "--config.export.loss_plot=False"]
 
 
+def load_recipe(name: str, arg: str = ""):
+    """configs/<name>.py's config (get_config(arg)), as `--config configs/<name>.py[:arg]` loads it."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config(arg) if arg else module.get_config()
+
+
 def command(workdir, *overrides, config="configs/demo.py:quick"):
     return [sys.executable, "-m", "georsclip_jax.main", "--config", os.path.join(ROOT, config), "--workdir",
             str(workdir), *overrides]

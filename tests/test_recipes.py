@@ -3,7 +3,6 @@ retrieval sets (Karpathy JSON, epochs -> steps), shrunk to the tiny model."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -16,17 +15,11 @@ import georsclip_jax as gj
 from georsclip_jax.data.synthetic import write_rs5m_shards, write_test_data
 from georsclip_jax.data.synthetic_skyscript import write_training_csv
 from georsclip_jax.train.config import validate
+from runs import load_recipe
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = ["demo", "georsclip_rs5m_vitb32", "georsclip_rs5m_vith14", "ret2_finetune_vitb32", "lora_rs5m_vitb32",
            "skyclip_vitl14"]
-
-
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, "configs", f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
 
 
 @pytest.fixture(scope="module")
@@ -45,7 +38,7 @@ def data(tmp_path_factory):
 def test_recipes_validate(data, name, monkeypatch):
     root, test_data = data
     monkeypatch.chdir(root)
-    config = load(name)
+    config = load_recipe(name)
     with config.unlocked():
         if config.model.init_from:
             config.model.init_from = str(root / "tiny.pt")

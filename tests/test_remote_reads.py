@@ -98,10 +98,13 @@ def test_a_run_over_http_through_faults_and_an_outage_resumes_bit_identical_to_l
     steps = [*SMALL, "--config.train.total_steps=8", "--config.train.checkpoint_every=4"]
     run(tmp_path / "local", *steps)  # the reference: the demo's shards read from local disk
     workdir, cache = tmp_path / "http", {"XDG_CACHE_HOME": str(tmp_path / "cache")}
-    # 4 shard reads to index, then one GET per sample: the store goes down during the 6th batch of 16
+    # 4 shard reads to index, then one GET per sample: the store goes down during the 6th batch of 16. The
+    # outage is placed by counting requests, so batches are fetched one after another here (1 read thread);
+    # with more, a retried request of batch 3 may come after batch 6's and the outage would precede step 4.
     with RangeServer(str(tmp_path / "local" / "data" / "train")) as server, \
             StoreProxy(server.url, fault_rate=0.05, down_after=4 + 5 * 16 + 5) as proxy:
         over = command(workdir, *steps, "--config.data.synthetic.train_samples=0", "--config.eval.every_steps=0",
+                       "--config.data.read_threads=1",
                        f"--config.data.train={proxy.url}/{{pub11,rs3}}-train-{{0000..0001}}.tar")
         began = time.monotonic()
         failed = subprocess.run([*over, "--config.data.retry_seconds=3"], env=env(**cache), capture_output=True,

@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from runs import (ROOT, SMALL, assert_close_across_topologies, command, env, final_params,
+from runs import (ROOT, SMALL, load_recipe, assert_close_across_topologies, command, env, final_params,
                   logged_steps, results, run, run_processes, start_processes, wait_for_step)
 
 
@@ -73,23 +73,42 @@ def test_a_second_start_loads_its_train_step_from_the_workdirs_compilation_cache
     assert "MiB (arguments" in second.stdout and "GFLOP of matmuls per device per step" in second.stdout
 
 
+# Each bad value's line, as `validate` raises it; the CLI prints it after "error: " (the CLI cases below).
+BAD_VALUES = [
+    ("train.global_batch_size", 12, "config.train.global_batch_size: 12 is not divisible by the data-parallel size 8"),
+    ("data.train", "/nope/x-{0000..0001}.tar", "config.data.train: not found: /nope/x-0000.tar"),
+    ("mesh.data", 16, "config.mesh: {'data': 16, 'fsdp': 1} needs 16 devices, but 8 are available"),
+    ("peft.trainable", "lora", "config.peft.lora.rank: 'lora' is trainable but no adapters are attached"),
+    ("optim.lr", -0.001, "config.optim.lr: -0.001 must be positive"),
+    ("train.total_steps", -10, "config.train.total_steps: -10 must be at least 1"),
+    ("data.read_threads", 0, "config.data.read_threads: 0 must be at least 1"),
+    ("train.global_batch_size", 0, "config.train.global_batch_size: 0 must be at least 1"),
+    ("model.name", "ViT-B-32-quickgleu", "config.model.name: unknown 'ViT-B-32-quickgleu' (did you mean ViT-B-32-quickgelu?)"),
+]
+
+
+@pytest.mark.parametrize("path,value,message", BAD_VALUES)
+def test_bad_config_values_are_named_in_one_line(tmp_path, path, value, message):
+    from georsclip_jax.train.config import validate
+
+    config = load_recipe("demo", "quick")
+    with config.unlocked():
+        section, key = path.rsplit(".", 1)
+        config[section][key] = value
+        if path == "data.train":
+            config.data.synthetic.train_samples = 0
+    with pytest.raises(ValueError) as error:
+        validate(config, 8, workdir=str(tmp_path))
+    assert str(error.value).splitlines() == [str(error.value)] and str(error.value).startswith(message)
+
+
 @pytest.mark.parametrize("override,message", [
-    ("--config.train.foo=1", "error: config.train.foo: unknown config key"),
-    ("--config.train.global_batch_size=12", "error: config.train.global_batch_size: 12 is not divisible by the "
-                                            "data-parallel size 8"),
-    ("--config.data.train=/nope/x-{0000..0001}.tar", "error: config.data.train: not found: /nope/x-0000.tar"),
-    ("--config.mesh.data=16", "error: config.mesh: {'data': 16, 'fsdp': 1} needs 16 devices, but 8 are available"),
-    ("--config.peft.trainable=lora", "error: config.peft.lora.rank: 'lora' is trainable but no adapters are attached"),
-    ("--config.optim.lr=-0.001", "error: config.optim.lr: -0.001 must be positive"),
-    ("--config.train.total_steps=-10", "error: config.train.total_steps: -10 must be at least 1"),
-    ("--config.train.global_batch_size=0", "error: config.train.global_batch_size: 0 must be at least 1"),
-    ("--config.model.name=ViT-B-32-quickgleu",
-     "error: config.model.name: unknown 'ViT-B-32-quickgleu' (did you mean ViT-B-32-quickgelu?)"),
+    ("--config.train.foo=1", "error: config.train.foo: unknown config key"),  # absl's parser, not validate
+    ("--config.train.global_batch_size=12", "error: " + BAD_VALUES[0][2]),  # validate's ValueError
     ("--workdir=/sys/georsclip/run", "error: --workdir: /sys/georsclip/run: cannot write there"),
 ])
-def test_bad_configs_stop_with_one_line(tmp_path, override, message):
-    extra = ["--config.data.synthetic.train_samples=0"] if "data.train" in override else []
-    result = subprocess.run(command(tmp_path, *extra, override), env=env(), capture_output=True, text=True,
+def test_bad_configs_stop_the_cli_with_one_line(tmp_path, override, message):
+    result = subprocess.run(command(tmp_path, override), env=env(), capture_output=True, text=True,
                             timeout=300, cwd=ROOT)
     assert result.returncode == 2 and "Traceback" not in result.stderr
     assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == \

@@ -167,8 +167,9 @@ class PipelineOptions:
     drop_remainder: bool = True     # False: a final partial batch, padded, with mask
     num_workers: int = 0            # worker processes per host (0: decode in this process)
     worker_buffer_size: int = 2     # batches buffered per worker
-    read_threads: int = 2           # batches each worker fetches and decodes at once (2: one batch's requests
-                                    # overlap another's decoding; BENCHMARKS.md "Input from object storage")
+    read_threads: int = 4           # batches each worker fetches and decodes at once: one batch's requests
+                                    # overlap others' decoding, and a worker never waits with nothing to decode
+                                    # (BENCHMARKS.md "Input from object storage", "read threads")
     process_index: int = 0
     process_count: int = 1
 

@@ -31,6 +31,7 @@ def base_config() -> ml_collections.ConfigDict:
         val="",                     # held-out data of the same kind, for the validation loss
         augment="georsclip",        # georsclip | open_clip | skyscript | none (transforms.py AUGMENTATIONS)
         image_dtype="uint8", jpeg_draft=True, num_workers=0, max_pixels=89_478_485,  # jpeg_draft: README "Speed"
+        read_threads=4,             # batches each decoding process fetches and decodes at once (PipelineOptions)
         retry_seconds=300.0,        # object storage: how long transient errors are retried before the run stops
         synthetic=dict(train_samples=0, val_samples=0, samples_per_shard=512, min_size=64, max_size=64,
                        eval_per_class=20, retrieval_images=60, selo_images=0),
@@ -83,6 +84,7 @@ RANGES = (
     ("optim.warmup_steps", lambda v: v >= 0, "0 or positive"),
     ("optim.grad_clip_norm", lambda v: v >= 0, "0 (off) or positive"),
     ("data.num_workers", lambda v: v >= 0, "0 (in-process) or positive"),
+    ("data.read_threads", lambda v: v >= 1, "at least 1"),
     ("data.max_pixels", lambda v: v >= 1, "at least 1"),
     ("data.mix.weight", lambda v: 0 <= v < 1, "in [0, 1) (0: no second corpus)"),
     ("eval.batch_size", lambda v: v >= 1, "at least 1"),

@@ -80,7 +80,8 @@ def make_data_iterator(config, sources: list, weights, preprocess, mesh) -> Data
                                 context_length=77, max_pixels=data.max_pixels, image_dtype=data.image_dtype,
                                 jpeg_draft=data.jpeg_draft)
     options = PipelineOptions(global_batch_size=config.train.global_batch_size, seed=config.train.seed,
-                              num_workers=data.num_workers, process_index=jax.process_index(),
+                              num_workers=data.num_workers, read_threads=data.read_threads,
+                              process_index=jax.process_index(),
                               process_count=jax.process_count())
     return DataIterator(build_dataset(sources if weights else sources[0], transform, options, weights),
                         sharding=sharding.batch_sharding(mesh), prefetch=2)

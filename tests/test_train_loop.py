@@ -83,7 +83,8 @@ BAD_VALUES = [
     ("train.total_steps", -10, "config.train.total_steps: -10 must be at least 1"),
     ("data.read_threads", 0, "config.data.read_threads: 0 must be at least 1"),
     ("train.global_batch_size", 0, "config.train.global_batch_size: 0 must be at least 1"),
-    ("model.name", "ViT-B-32-quickgleu", "config.model.name: unknown 'ViT-B-32-quickgleu' (did you mean ViT-B-32-quickgelu?)"),
+    ("model.name", "ViT-B-32-quickgleu",
+     "config.model.name: unknown 'ViT-B-32-quickgleu' (did you mean ViT-B-32-quickgelu?)"),
 ]
 
 

@@ -20,7 +20,7 @@ from runs import run
 @pytest.fixture(scope="module")
 def siglip_run(tmp_path_factory):
     workdir = tmp_path_factory.mktemp("siglip")
-    run(workdir, "--config.train.loss=siglip", "--config.eval.tasks=zeroshot")
+    run(workdir, "--config.train.loss=siglip", "--config.eval.tasks=zeroshot", devices=1)
     return workdir
 
 

@@ -4,7 +4,8 @@ Both read the same RS5M-format tar shards of real photos (`tests/photos.py`: mos
 photographs, JPEG q90; `--workload large`: sides log-uniform in 256-2048 px; `rs5m`: 80 % of them in
 256-1024 px, where DCT-scaled decoding helps little, and 20 % in 1024-2048 px) and apply GeoRSCLIP's
 full train transform: RandomResizedCrop(224, scale 0.9-1.0, bicubic), RGB, horizontal flip, rotation
-uniform in 0-360 degrees, normalization; captions are CLIP-tokenized. Both decode in worker processes, as training does.
+uniform in 0-360 degrees, normalization; captions are CLIP-tokenized. Both decode in worker processes, as
+training does.
 - reference: built the way RS5M's published `dataloader.py` is: `webdataset.WebDataset(urls)
   .shuffle(n).decode(my_decoder)` (PIL + the torchvision transform in the decoder, caption tokenized
   with open_clip's tokenizer) inside a torch `DataLoader(num_workers, batch_size)`.

@@ -42,8 +42,8 @@ def env(devices=8, **extra):
     return {**os.environ, "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **extra}
 
 
-def run(workdir, *overrides, devices=8, timeout=600, extra_env=None):
-    result = subprocess.run(command(workdir, *overrides), env=env(devices, **(extra_env or {})),
+def run(workdir, *overrides, devices=8, timeout=600, extra_env=None, config="configs/demo.py:quick"):
+    result = subprocess.run(command(workdir, *overrides, config=config), env=env(devices, **(extra_env or {})),
                             capture_output=True, text=True, timeout=timeout, cwd=ROOT)
     assert result.returncode == 0, result.stderr[-4000:]
     return result

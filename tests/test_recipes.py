@@ -4,9 +4,6 @@ retrieval sets (Karpathy JSON, epochs -> steps), shrunk to the tiny model."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,9 +12,8 @@ import georsclip_jax as gj
 from georsclip_jax.data.synthetic import write_rs5m_shards, write_test_data
 from georsclip_jax.data.synthetic_skyscript import write_training_csv
 from georsclip_jax.train.config import validate
-from runs import load_recipe
+from runs import load_recipe, run
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RECIPES = ["demo", "georsclip_rs5m_vitb32", "georsclip_rs5m_vith14", "ret2_finetune_vitb32", "lora_rs5m_vitb32",
            "skyclip_vitl14"]
 
@@ -63,11 +59,7 @@ def test_ret2_recipe_trains_on_karpathy_json_without_the_dedup_tools_duplicates(
                  f"--config.data.exclude={lists / 'rsicd_duplicate.txt'}::{lists / 'rsitmd_duplicate.txt'}",
                  "--config.train.global_batch_size=8", "--config.train.epochs=2", "--config.optim.warmup_steps=1",
                  f"--config.eval.data_root={test_data}", "--config.eval.every_steps=0"]
-    result = subprocess.run([sys.executable, "-m", "georsclip_jax.main", "--config",
-                             os.path.join(ROOT, "configs", "ret2_finetune_vitb32.py"), "--workdir", str(tmp_path / "run"),
-                             *overrides], capture_output=True, text=True, timeout=600, cwd=ROOT,
-                            env={**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=8"})
-    assert result.returncode == 0, result.stderr[-3000:]
+    run(tmp_path / "run", *overrides, config="configs/ret2_finetune_vitb32.py")
     with open(tmp_path / "run" / "results.json") as f:
         results = json.load(f)
     assert results["steps"] == 2  # 2 epochs x (16 train images - 8 duplicates) / batch 8

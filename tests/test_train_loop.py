@@ -13,7 +13,7 @@ import subprocess
 import numpy as np
 import pytest
 
-from runs import (ROOT, SMALL, load_recipe, assert_close_across_topologies, command, env, final_params,
+from runs import (ROOT, SMALL, assert_close_across_topologies, command, env, final_params, load_recipe,
                   logged_steps, results, run, run_processes, start_processes, wait_for_step)
 
 
